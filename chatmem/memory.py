@@ -173,7 +173,7 @@ class Memory:
     keep_recent: int = 6
     summary_max_tokens: int = 300
     reply_reserve: int = 512
-    fold_target: float = 0.6  # a fold leaves the request at most this share of max_tokens
+    fold_target: float = 0.8  # a fold leaves the request at most this share of max_tokens
     messages: list[Message] = field(default_factory=list)
     summary: Summary | None = None
 
@@ -359,9 +359,11 @@ class Memory:
     def plan_fold(self) -> FoldPlan | None:
         """The oldest unfolded exchanges to fold so the rest fits well below the budget.
 
-        Keeps at least ``keep_recent`` messages (a few more, to start at a user message),
-        then folds further whole exchanges while the request would still exceed
-        ``fold_target`` of the budget, always keeping the newest exchange.
+        Folds everything but the newest ``keep_recent`` messages (one more if needed to
+        start at a user message), so the next fold is many turns away. Only when those
+        recent messages are so long that the request would still exceed ``fold_target`` of
+        the budget (counting the summary at its cap) are further whole exchanges folded,
+        always keeping the newest exchange.
         """
         unfolded = self.unfolded()
         user_idx = [i for i, m in enumerate(unfolded) if m.role == "user"]
