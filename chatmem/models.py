@@ -80,6 +80,7 @@ class ModelError(RuntimeError):
         requested: int | None = None,
         partial: str = "",
     ) -> None:
+        user_message = user_message[:1].upper() + user_message[1:]
         super().__init__(user_message)
         self.user_message = user_message
         self.kind = kind

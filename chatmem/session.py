@@ -254,7 +254,7 @@ class ChatMemory:
         partial = partial or exc.partial
         if partial:
             self._store_call("append_message", "assistant", partial, status="incomplete")
-        self._record("error", exc.user_message, kind=exc.kind, partial_chars=len(partial))
+        self._record("error", exc.user_message, error_kind=exc.kind, partial_chars=len(partial))
 
     def _finish(self, context: Context, text: str, usage: Usage | None) -> None:
         usage_dict = usage.as_dict() if usage else None
