@@ -6,6 +6,7 @@ becomes a :class:`ModelError` whose ``user_message`` is one plain sentence fit t
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import re
@@ -329,6 +330,16 @@ def local_model_path(override: str | None = None) -> Path:
         raise ModelError(LOCAL_INSTALL_HINT, kind="local_model", retryable=False)
     exact = [p for p in found if p.name == LOCAL_MODEL_FILE]
     return exact[0] if exact else found[0]
+
+
+@atexit.register
+def _close_local_models() -> None:
+    """Free llama.cpp models before interpreter teardown (its finalizer fails later)."""
+    with _local_lock:
+        for llm in _local_llm.values():
+            with contextlib.suppress(Exception):
+                llm.close()
+        _local_llm.clear()
 
 
 def _load_llama(path: Path, n_ctx: int) -> Any:
