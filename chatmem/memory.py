@@ -78,6 +78,15 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class Recalled:
+    """An older message brought back for the current request, with why (its score)."""
+
+    text: str
+    seq: int | None = None
+    score: float = 0.0
+
+
+@dataclass(frozen=True)
 class Part:
     """One message of a request, with what kind of memory it came from."""
 
@@ -130,6 +139,7 @@ class Context:
     trimmed: int = 0  # unfolded messages left out of this request to fit
     dropped_summary: bool = False
     dropped_recalled: int = 0
+    recalled: tuple[Recalled, ...] = ()
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -174,6 +184,7 @@ class Memory:
     summary_max_tokens: int = 300
     reply_reserve: int = 512
     fold_target: float = 0.8  # a fold leaves the request at most this share of max_tokens
+    recall_share: float = 0.0  # share of max_tokens reserved for recalled snippets
     messages: list[Message] = field(default_factory=list)
     summary: Summary | None = None
 
@@ -258,11 +269,16 @@ class Memory:
         self.summary = summary
 
     # -- building a request --------------------------------------------------------------
-    def context(self, recalled: Sequence[str] = (), *, limit: int | None = None) -> Context:
+    def context(
+        self, recalled: Sequence[str | Recalled] = (), *, limit: int | None = None
+    ) -> Context:
         """The request to send now: within ``limit`` (default ``max_tokens``) tokens.
 
-        Drops, in order, as needed: the oldest whole exchanges, recalled snippets, then
-        the summary. Raises ContextOverflow if the newest message cannot fit even alone.
+        ``recalled`` are candidate snippets of older messages, most relevant first. They
+        get ``recall_share`` of the budget reserved, plus whatever the verbatim messages
+        leave free; candidates already in the verbatim part are skipped. When the newest
+        message does not fit, the recall reserve goes first, then the summary; if it still
+        does not fit, ContextOverflow is raised.
         """
         limit = self.max_tokens if limit is None else limit
         priming = self.counter.format.reply_priming
@@ -270,22 +286,17 @@ class Memory:
         system_tokens = self.counter.message(system_msg)
         summary_msg = self.summary_message()
         summary_tokens = self.counter.message(summary_msg) if summary_msg else 0
-        recalled_msgs = list(recalled)
+        candidates = [r if isinstance(r, Recalled) else Recalled(text=r) for r in recalled]
+        reserve = int(limit * self.recall_share) if candidates else 0
         unfolded = self.unfolded()
 
         while True:
-            recall_msg = (
-                {"role": "system", "content": recall_block(recalled_msgs)}
-                if recalled_msgs
-                else None
-            )
-            recall_tokens = self.counter.message(recall_msg) if recall_msg else 0
-            room = limit - priming - system_tokens - summary_tokens - recall_tokens
+            room = limit - priming - system_tokens - summary_tokens - reserve
             verbatim, recent_tokens, newest_fits = self._fit_tail(unfolded, room)
             if newest_fits:
                 break
-            if recalled_msgs:
-                recalled_msgs.pop()  # least relevant last
+            if reserve:
+                reserve = 0
                 continue
             if summary_msg:
                 summary_msg, summary_tokens = None, 0
@@ -293,6 +304,15 @@ class Memory:
             newest = unfolded[-1] if unfolded else None
             needed = system_tokens + priming + (newest.tokens if newest else 0)
             raise ContextOverflow(needed, limit, "The newest message")
+
+        first_verbatim = verbatim[0].seq if verbatim else self.next_seq
+        free = limit - priming - system_tokens - summary_tokens - recent_tokens
+        eligible = [c for c in candidates if c.seq is None or c.seq < first_verbatim]
+        chosen = self._fit_recalled(eligible, free)
+        recall_msg = (
+            {"role": "system", "content": recall_block(r.text for r in chosen)} if chosen else None
+        )
+        recall_tokens = self.counter.message(recall_msg) if recall_msg else 0
 
         parts = [Part("system", system_msg, system_tokens)]
         if summary_msg:
@@ -314,8 +334,24 @@ class Memory:
             budget=budget,
             trimmed=len(unfolded) - len(verbatim),
             dropped_summary=self.summary is not None and summary_msg is None,
-            dropped_recalled=len(recalled) - len(recalled_msgs),
+            dropped_recalled=len(eligible) - len(chosen),
+            recalled=tuple(chosen),
         )
+
+    def _fit_recalled(self, candidates: Sequence[Recalled], room: int) -> list[Recalled]:
+        """The most relevant candidates whose block fits in ``room``, oldest first."""
+        chosen: list[Recalled] = []
+        seen: set[int | str] = set()
+        for cand in candidates:
+            key = cand.seq if cand.seq is not None else cand.text
+            if key in seen:
+                continue
+            trial = sorted([*chosen, cand], key=lambda r: (r.seq is None, r.seq or 0))
+            block = {"role": "system", "content": recall_block(r.text for r in trial)}
+            if self.counter.message(block) <= room:
+                chosen = trial
+                seen.add(key)
+        return chosen
 
     @staticmethod
     def _fit_tail(unfolded: Sequence[Message], room: int) -> tuple[list[Message], int, bool]:

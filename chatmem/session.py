@@ -23,10 +23,12 @@ from chatmem.memory import (
     FoldPlan,
     Memory,
     Message,
+    Recalled,
     Summary,
     summary_block,
 )
 from chatmem.models import ChatModel, ModelError, Usage, make_model
+from chatmem.recall import FtsIndex, RecallIndex
 from chatmem.summarize import Summarizer, SummaryError
 
 if TYPE_CHECKING:
@@ -77,6 +79,9 @@ class ChatMemory:
         summary_max_tokens: int = 300,
         reply_reserve: int = 512,
         background: bool = True,
+        recall: bool = True,
+        recall_share: float = 0.2,
+        recall_index: RecallIndex | None = None,
         summary_model: ChatModel | None = None,
         settings: Settings | None = None,
         store: Store | None = None,
@@ -118,6 +123,11 @@ class ChatMemory:
         self.memory.max_tokens = max_tokens
         self.keep_recent = keep_recent
         self.background = background
+        if not 0.0 <= recall_share < 0.9:
+            raise ValueError(f"recall_share must be from 0 to 0.9; got {recall_share!r}.")
+        self._recall_share = recall_share
+        self.recall_index: RecallIndex = recall_index or FtsIndex()
+        self.recall = recall
         self.events: list[Event] = []
         self.stats: list[TurnStat] = []
         self.fold_failures = 0  # in a row; reset by a successful fold
@@ -157,6 +167,15 @@ class ChatMemory:
             )
         self.memory.keep_recent = value
         self._save_settings()
+
+    @property
+    def recall(self) -> bool:
+        """Whether older messages relevant to the current one are recalled into requests."""
+        return self.memory.recall_share > 0
+
+    @recall.setter
+    def recall(self, on: bool) -> None:
+        self.memory.recall_share = self._recall_share if on else 0.0
 
     @property
     def summary(self) -> str:
@@ -200,18 +219,27 @@ class ChatMemory:
                 self._record("too_long", str(exc), needed=exc.needed, limit=exc.limit)
                 raise
             stored = self._store_call("append_message", "user", text, tokens=tokens)
-            return self.memory.add(
+            msg = self.memory.add(
                 "user",
                 text,
                 tokens=tokens,
                 seq=getattr(stored, "seq", None),
                 id=getattr(stored, "id", None),
             )
+            self.recall_index.add(msg.seq, "user", text)
+            return msg
 
     def reply_stream(self) -> Iterator[str]:
         """Answer the newest message (after add_user_message, or to retry a failed reply)."""
         with self._lock:
-            context = self.memory.context()
+            context = self._context()
+        if context.recalled:
+            self._record(
+                "recall",
+                f"Recalled {len(context.recalled)} older messages for this request.",
+                seqs=[r.seq for r in context.recalled],
+                scores=[round(r.score, 3) for r in context.recalled],
+            )
         if context.trimmed:
             self._record(
                 "trim",
@@ -241,7 +269,7 @@ class ChatMemory:
                     shrunk = True
                     with self._lock:
                         try:
-                            context = self.memory.context(limit=limit)
+                            context = self._context(limit=limit)
                         except ContextOverflow:
                             self._fail(exc, reply.text)
                             raise exc from None
@@ -271,6 +299,7 @@ class ChatMemory:
                 seq=getattr(stored, "seq", None),
                 id=getattr(stored, "id", None),
             )
+            self.recall_index.add(msg.seq, "assistant", text)
             self.stats.append(
                 TurnStat(
                     "chat",
@@ -393,14 +422,28 @@ class ChatMemory:
                 log.exception("fold listener failed")
 
     # -- inspection ----------------------------------------------------------------------
+    def _context(self, limit: int | None = None) -> Context:
+        """The next request, with older messages recalled when some are out of the window."""
+        mem = self.memory
+        recalled: list[Recalled] = []
+        newest = mem.messages[-1] if mem.messages else None
+        if (
+            self.recall
+            and newest is not None
+            and newest.role == "user"
+            and (mem.summary is not None or mem.history_tokens() > (limit or mem.max_tokens))
+        ):
+            recalled = self.recall_index.search(newest.content, before_seq=newest.seq, limit=20)
+        return mem.context(recalled, limit=limit)
+
     def context(self) -> Context:
         """The request that would be sent next (for the inspector)."""
         with self._lock:
-            return self.memory.context()
+            return self._context()
 
     def budget(self) -> Budget:
         with self._lock:
-            return self.memory.budget()
+            return self._context().budget
 
     @property
     def model_label(self) -> str:
