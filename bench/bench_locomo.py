@@ -1,0 +1,234 @@
+"""Evidence recall on LoCoMo: how much of what answers a question is still in the context.
+
+Each LoCoMo conversation is replayed through chatmem's memory; then every question is
+asked at the end of its conversation, and we check which of the question's annotated
+evidence turns appear verbatim in the request chatmem would send (in the recent messages
+or in the recalled block). No LLM is needed: this measures the memory, not a model.
+
+Strategies: recency only (trimming), and recency + BM25 recall (the offline default,
+SQLite FTS5). No summary is made here (that needs a model), so the whole budget goes to
+recent and recalled messages.
+
+    python -m bench.bench_locomo [--budgets 2000 4000] [--share 0.2] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chatmem.memory import Memory
+from chatmem.recall import FtsIndex
+from chatmem.tokens import counter_for_model
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo" / "locomo10.json"
+RESULTS = Path(__file__).resolve().parent / "results"
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
+SYSTEM = "You are a helpful assistant answering questions about a long conversation."
+EVIDENCE_RE = re.compile(r"D(\d+):(\d+)")
+
+
+@dataclass
+class Turn:
+    dia_id: str
+    speaker: str
+    text: str
+
+
+@dataclass
+class Question:
+    text: str
+    category: int
+    evidence: list[str]
+
+
+@dataclass
+class Conversation:
+    sample_id: str
+    speaker_a: str
+    turns: list[Turn]
+    questions: list[Question]
+    skipped: int = 0
+
+
+def turn_text(turn: dict) -> str:
+    text = str(turn.get("text", ""))
+    caption = turn.get("blip_caption")
+    if caption:
+        text += f" [shares a photo: {caption}]"
+    return text
+
+
+def load(path: Path = DATA) -> list[Conversation]:
+    """Parse LoCoMo defensively: malformed or dangling evidence ids are dropped, and a
+    question left with no evidence is skipped (and counted)."""
+    raw = json.loads(path.read_text())
+    out = []
+    for sample in raw:
+        conv = sample["conversation"]
+        sessions = sorted(
+            (int(k.split("_")[1]), k)
+            for k in conv
+            if re.fullmatch(r"session_\d+", k) and isinstance(conv[k], list)
+        )
+        turns = []
+        for number, key in sessions:
+            date = conv.get(f"session_{number}_date_time", "")
+            for i, t in enumerate(conv[key]):
+                text = turn_text(t)
+                if i == 0 and date:
+                    text = f"({date}) {text}"
+                turns.append(Turn(t["dia_id"], t["speaker"], text))
+        known = {t.dia_id for t in turns}
+        questions, skipped = [], 0
+        for qa in sample["qa"]:
+            ids = []
+            for item in qa.get("evidence") or []:
+                for d, n in EVIDENCE_RE.findall(str(item)):
+                    dia = f"D{int(d)}:{int(n)}"
+                    if dia in known and dia not in ids:
+                        ids.append(dia)
+            if not ids or "question" not in qa:
+                skipped += 1
+                continue
+            questions.append(Question(qa["question"], int(qa.get("category", 0)), ids))
+        out.append(Conversation(sample["sample_id"], conv["speaker_a"], turns, questions, skipped))
+    return out
+
+
+@dataclass
+class Score:
+    found: float = 0.0
+    questions: int = 0
+    by_cat: dict[int, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0.0, 0]))
+
+    def add(self, category: int, share: float) -> None:
+        self.found += share
+        self.questions += 1
+        self.by_cat[category][0] += share
+        self.by_cat[category][1] += 1
+
+    @property
+    def mean(self) -> float:
+        return self.found / self.questions if self.questions else 0.0
+
+
+def evaluate(
+    convs: Sequence[Conversation], budget: int, share: float, use_recall: bool
+) -> tuple[Score, float]:
+    """Mean share of evidence turns present verbatim, and seconds per question."""
+    counter = counter_for_model("gpt-4o-mini")
+    score = Score()
+    elapsed = 0.0
+    for conv in convs:
+        mem = Memory(system=SYSTEM, counter=counter, max_tokens=budget)
+        mem.recall_share = share if use_recall else 0.0
+        index = FtsIndex()
+        seq_of: dict[str, int] = {}
+        for turn in conv.turns:
+            role = "user" if turn.speaker == conv.speaker_a else "assistant"
+            msg = mem.add(role, f"{turn.speaker}: {turn.text}")
+            seq_of[turn.dia_id] = msg.seq
+            index.add(msg.seq, turn.speaker, turn.text)
+        base = len(mem.messages)
+        for q in conv.questions:
+            del mem.messages[base:]  # each question is asked on its own, at the end
+            question = mem.add("user", q.text)
+            t0 = time.perf_counter()
+            hits = index.search(q.text, before_seq=question.seq) if use_recall else []
+            ctx = mem.context(hits)
+            elapsed += time.perf_counter() - t0
+            present = {p.seq for p in ctx.parts if p.kind == "verbatim"}
+            present |= {r.seq for r in ctx.recalled}
+            found = sum(1 for d in q.evidence if seq_of[d] in present)
+            score.add(q.category, found / len(q.evidence))
+        index.close()
+    return score, elapsed / max(1, score.questions)
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budgets", type=int, nargs="+", default=[2000, 4000])
+    parser.add_argument("--share", type=float, default=0.2, help="recall share of the budget")
+    parser.add_argument("--quick", action="store_true", help="two conversations only")
+    parser.add_argument("--no-chart", action="store_true")
+    parser.add_argument("--data", type=Path, default=DATA)
+    args = parser.parse_args(argv)
+
+    convs = load(args.data)
+    if args.quick:
+        convs = convs[:2]
+    n_q = sum(len(c.questions) for c in convs)
+    skipped = sum(c.skipped for c in convs)
+    rows = []
+    results: dict[tuple[str, int], Score] = {}
+    shares = sorted({args.share, 0.5}) if not args.quick else [args.share]
+    strategies = [("recency only", 0.0, False)] + [
+        (f"recency + BM25 recall ({int(s * 100)}% share)", s, True) for s in shares
+    ]
+    for budget in args.budgets:
+        for name, share, use_recall in strategies:
+            score, per_q = evaluate(convs, budget, share, use_recall)
+            results[(name, budget)] = score
+            cats = " | ".join(
+                f"{100 * score.by_cat[c][0] / score.by_cat[c][1]:.1f}%"
+                if score.by_cat[c][1]
+                else "–"
+                for c in CATEGORIES
+            )
+            rows.append(
+                f"| {budget:,} | {name} | **{100 * score.mean:.1f}%** | {cats} | "
+                f"{per_q * 1000:.2f} ms |"
+            )
+    header = (
+        "| budget | strategy | evidence recall | "
+        + " | ".join(CATEGORIES.values())
+        + " | context build per question |\n|"
+        + "---|" * (len(CATEGORIES) + 4)
+    )
+    table = "\n".join([header, *rows])
+    note = (
+        f"{len(convs)} conversations, {n_q:,} questions scored, {skipped} skipped "
+        "(no usable evidence id). Embeddings: not run (no API key)."
+    )
+    out = f"{table}\n\n{note}\n"
+    print(out)
+    if not args.quick:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "locomo.md").write_text(out)
+        if not args.no_chart:
+            chart(results, args.budgets, [s[0] for s in strategies])
+    return out
+
+
+def chart(results: dict[tuple[str, int], Score], budgets: list[int], names: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        xs = [b + (i - (len(names) - 1) / 2) * width for b in range(len(budgets))]
+        ys = [100 * results[(name, b)].mean for b in budgets]
+        bars = ax.bar(xs, ys, width, label=name)
+        ax.bar_label(bars, fmt="%.0f%%", fontsize=8)
+    ax.set_xticks(range(len(budgets)), [f"{b:,} tokens" for b in budgets])
+    ax.set_ylabel("evidence turns in context (%)")
+    ax.set_title("LoCoMo: evidence recall at a budget")
+    ax.axhline(60, color="grey", linestyle=":", linewidth=1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "locomo.png", dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
