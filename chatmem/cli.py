@@ -10,6 +10,7 @@ from chatmem.config import SettingsError, load_settings
 from chatmem.memory import ContextOverflow
 from chatmem.models import ModelError
 from chatmem.session import ChatMemory
+from chatmem.store import Store, StoreError
 
 QUIT_WORDS = {"quit", "exit"}
 
@@ -26,7 +27,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--show-memory", action="store_true", help="print the token budget after each reply"
     )
+    parser.add_argument("--resume", metavar="ID", help="continue a stored conversation")
+    parser.add_argument("--list", action="store_true", help="list stored conversations and exit")
+    parser.add_argument(
+        "--no-store", action="store_true", help="keep nothing on disk (no CHATMEM_DATABASE_URL)"
+    )
     return parser
+
+
+def list_conversations(store: Store, write: Callable[[str], object] = sys.stdout.write) -> None:
+    conversations = store.list_conversations()
+    if not conversations:
+        write("No stored conversations yet.\n")
+    for c in conversations:
+        when = c.updated_at.strftime("%Y-%m-%d %H:%M")
+        write(f"{c.id}  {when}  {store.count_messages(c.id):>5} messages  {c.title}\n")
 
 
 def chat_loop(
@@ -71,18 +86,48 @@ def chat_loop(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    store: Store | None = None
     try:
         settings = load_settings()
-        bot = ChatMemory(
-            system=args.system,
-            max_tokens=args.max_tokens or settings.max_tokens,
-            keep_recent=args.keep_recent or settings.keep_recent,
-            model=args.model,
-            settings=settings,
-        )
-    except (SettingsError, ValueError, ModelError) as exc:
+        if not args.no_store:
+            store = Store(settings.database_url)
+        if args.list:
+            assert store is not None, "--list needs the store"
+            list_conversations(store)
+            return 0
+        options = {
+            "system": args.system,
+            "max_tokens": args.max_tokens,
+            "keep_recent": args.keep_recent,
+        }
+        if args.resume:
+            if store is None:
+                raise ValueError("--resume needs the store; drop --no-store.")
+            bot = ChatMemory.resume(
+                store,
+                args.resume,
+                model=args.model,
+                settings=settings,
+                **{k: v for k, v in options.items() if v is not None},
+            )
+        else:
+            bot = ChatMemory(
+                system=args.system,
+                max_tokens=args.max_tokens or settings.max_tokens,
+                keep_recent=args.keep_recent or settings.keep_recent,
+                model=args.model,
+                settings=settings,
+                store=store,
+            )
+    except (SettingsError, ValueError, LookupError, ModelError, StoreError) as exc:
         print(f"chatmem: {exc}", file=sys.stderr)
+        if store is not None:
+            store.close()
         return 2
+    if bot.conversation_id:
+        print(f"chatmem: conversation {bot.conversation_id} (resume with --resume ID)")
     with bot:
         chat_loop(bot, show_memory=args.show_memory)
+    if store is not None:
+        store.close()
     return 0

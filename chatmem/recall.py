@@ -9,7 +9,11 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-from typing import Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from chatmem.store import Store
 
 from chatmem.memory import Recalled
 
@@ -97,3 +101,25 @@ class FtsIndex:
 
     def close(self) -> None:
         self._db.close()
+
+
+class StoreRecall:
+    """Search the store's full-text index (FTS5 on SQLite, tsvector on PostgreSQL).
+
+    The store already holds every message, so ``add`` has nothing to do, and a resumed
+    conversation can recall messages folded away long before this process started.
+    """
+
+    def __init__(self, store: Store, conversation_id: Callable[[], str | None]) -> None:
+        self.store = store
+        self._cid = conversation_id
+
+    def add(self, seq: int, speaker: str, text: str) -> None:
+        return None
+
+    def search(self, query: str, *, before_seq: int, limit: int = 20) -> list[Recalled]:
+        cid = self._cid()
+        if cid is None:
+            return []
+        hits = self.store.search_messages(cid, query, before_seq=before_seq, limit=limit)
+        return [Recalled(snippet(h.name or h.role, h.content), h.seq, h.score) for h in hits]

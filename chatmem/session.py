@@ -28,8 +28,9 @@ from chatmem.memory import (
     summary_block,
 )
 from chatmem.models import ChatModel, ModelError, Usage, make_model
-from chatmem.recall import FtsIndex, RecallIndex
+from chatmem.recall import FtsIndex, RecallIndex, StoreRecall
 from chatmem.summarize import Summarizer, SummaryError
+from chatmem.tokens import clean_text
 
 if TYPE_CHECKING:
     from chatmem.store import Store
@@ -60,6 +61,17 @@ class TurnStat:
     prompt_reported: int | None
     completion_reported: int | None
     at: float = field(default_factory=time.time)
+
+
+def clean_message(text: str) -> str:
+    """Text every part of chatmem can count, store and show: no NUL, no lone surrogates."""
+    return clean_text(text).replace("\x00", "\ufffd")
+
+
+def title_from(text: str, limit: int = 60) -> str:
+    """A conversation title from its first message."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1].rsplit(" ", 1)[0] + "…"
 
 
 class ChatMemory:
@@ -128,6 +140,7 @@ class ChatMemory:
         self._recall_share = recall_share
         self.recall_index: RecallIndex = recall_index or FtsIndex()
         self.recall = recall
+        self.title = "New chat"
         self.events: list[Event] = []
         self.stats: list[TurnStat] = []
         self.fold_failures = 0  # in a row; reset by a successful fold
@@ -138,9 +151,55 @@ class ChatMemory:
         self._fold_listeners: list[Any] = []
         self.store = store
         self.conversation_id = conversation_id
-        if store is not None and conversation_id is None:
-            info = store.create_conversation(settings=self._settings_record())
-            self.conversation_id = info.id
+        if store is not None:
+            if hasattr(store, "search_messages") and recall_index is None:
+                self.recall_index = StoreRecall(store, lambda: self.conversation_id)
+            if conversation_id is None:
+                info = store.create_conversation(settings=self._settings_record())
+                self.conversation_id = info.id
+            else:
+                self._load(conversation_id)
+
+    @classmethod
+    def resume(
+        cls, store: Store, conversation_id: str, model: str | ChatModel | None = None, **kw: Any
+    ) -> ChatMemory:
+        """Reopen a stored conversation with the settings it was saved with.
+
+        Reads the latest summary and the messages after it, not the whole history.
+        Keyword arguments override the stored settings.
+        """
+        info = store.get_conversation(conversation_id)
+        if info is None:
+            raise LookupError(f"No conversation with id {conversation_id!r}.")
+        saved = info.settings or {}
+        for key in ("max_tokens", "keep_recent"):
+            if isinstance(saved.get(key), int):
+                kw.setdefault(key, saved[key])
+        if isinstance(saved.get("system"), str):
+            kw.setdefault("system", saved["system"])
+        return cls(model=model, store=store, conversation_id=conversation_id, **kw)
+
+    def _load(self, conversation_id: str) -> None:
+        """Fill the memory from the store: the latest summary and the messages after it."""
+        assert self.store is not None
+        loaded = self.store.load(conversation_id)
+        counter = self.memory.counter
+        if loaded.summary is not None:
+            block = {"role": "system", "content": summary_block(loaded.summary.text)}
+            self.memory.summary = Summary(
+                text=loaded.summary.text,
+                covers_seq=loaded.summary.covers_seq,
+                tokens=counter.message(block),
+                model=loaded.summary.model,
+                created_at=loaded.summary.created_at.timestamp(),
+            )
+        for m in loaded.messages:
+            if m.status != "ok":
+                continue  # failed or cut-off messages stay in the store, out of requests
+            msg = self.memory.add(m.role, m.content, name=m.name, usage=m.usage, seq=m.seq, id=m.id)
+            self.recall_index.add(msg.seq, m.name or m.role, m.content)
+        self.title = loaded.info.title
 
     # -- the seed API --------------------------------------------------------------------
     @property
@@ -210,7 +269,11 @@ class ChatMemory:
         """
         if not isinstance(text, str) or not text.strip():
             raise ValueError("The message is empty.")
+        text = clean_message(text)
         with self._lock:
+            if self.store is not None and not self.memory.messages and self.title == "New chat":
+                self.title = title_from(text)
+                self._store_call("rename_conversation", self.title)
             tokens = self.memory.count("user", text)
             try:
                 self.memory.check_fits("user", text)
@@ -285,6 +348,7 @@ class ChatMemory:
         self._record("error", exc.user_message, error_kind=exc.kind, partial_chars=len(partial))
 
     def _finish(self, context: Context, text: str, usage: Usage | None) -> None:
+        text = clean_message(text)
         usage_dict = usage.as_dict() if usage else None
         with self._lock:
             tokens = self.memory.count("assistant", text)

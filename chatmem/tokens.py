@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import logging
 import os
+import re
 import tempfile
 import threading
 from collections import OrderedDict
@@ -65,6 +66,7 @@ TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _load_lock = threading.Lock()
 _encodings: dict[str, tiktoken.Encoding] = {}
 _warned_models: set[str] = set()
@@ -168,7 +170,7 @@ def clean_text(text: str) -> str:
         text.encode("utf-8")
         return text
     except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return _SURROGATE.sub("\ufffd", text)
 
 
 def content_text(content: Any) -> str:

@@ -184,9 +184,10 @@ def test_summary_stays_under_cap_and_fenced(fake) -> None:
     assert block.message["content"].rstrip().endswith("</recap>")
 
 
-def test_cli_chat_loop_over_http(fake) -> None:
+def test_cli_chat_loop_over_http(fake, tmp_path) -> None:
     env = {
         **os.environ,
+        "CHATMEM_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db",
         "OPENAI_BASE_URL": fake.url,
         "OPENAI_API_KEY": "test-key",
         "CHATMEM_MAX_RETRIES": "0",
