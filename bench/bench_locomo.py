@@ -138,7 +138,7 @@ def evaluate(
             index.add(msg.seq, turn.speaker, turn.text)
         base = len(mem.messages)
         for q in conv.questions:
-            del mem.messages[base:]  # each question is asked on its own, at the end
+            mem.truncate(base)  # each question is asked on its own, at the end
             question = mem.add("user", q.text)
             t0 = time.perf_counter()
             hits = index.search(q.text, before_seq=question.seq) if use_recall else []

@@ -15,6 +15,8 @@ message and runs to the next one), so the verbatim part never opens with a reply
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -187,6 +189,7 @@ class Memory:
     recall_share: float = 0.0  # share of max_tokens reserved for recalled snippets
     messages: list[Message] = field(default_factory=list)
     summary: Summary | None = None
+    _cum_tokens: list[int] = field(default_factory=list, repr=False, compare=False)
 
     # -- reading -------------------------------------------------------------------------
     @property
@@ -197,14 +200,25 @@ class Memory:
     def next_seq(self) -> int:
         return self.messages[-1].seq + 1 if self.messages else self.covers_seq + 1
 
+    def _first_unfolded(self) -> int:
+        """Index in ``messages`` of the first message after the summary (binary search)."""
+        covers = self.covers_seq
+        return bisect.bisect_right(self.messages, covers, key=lambda m: m.seq) if covers else 0
+
     def unfolded(self) -> list[Message]:
         """Messages after the summary, oldest first."""
-        covers = self.covers_seq
-        # messages are in seq order: scan back from the end, so the cost is the tail's size
-        i = len(self.messages)
-        while i > 0 and self.messages[i - 1].seq > covers:
-            i -= 1
-        return self.messages[i:]
+        return self.messages[self._first_unfolded() :]
+
+    def _cumulative(self) -> list[int]:
+        """Running token totals over ``messages``, kept in step by ``add`` and ``truncate``."""
+        if len(self._cum_tokens) != len(self.messages):  # the list was edited directly
+            self._cum_tokens = list(itertools.accumulate(m.tokens for m in self.messages))
+        return self._cum_tokens
+
+    def truncate(self, count: int) -> None:
+        """Forget every message after the first ``count`` (e.g. to ask what-if questions)."""
+        del self.messages[count:]
+        del self._cum_tokens[count:]
 
     def system_message(self) -> dict[str, Any]:
         return {"role": "system", "content": self.system}
@@ -260,6 +274,8 @@ class Memory:
         )
         if self.messages and msg.seq <= self.messages[-1].seq:
             raise ValueError(f"Message seq {msg.seq} is not after {self.messages[-1].seq}.")
+        cum = self._cumulative()
+        cum.append((cum[-1] if cum else 0) + msg.tokens)
         self.messages.append(msg)
         return msg
 
@@ -288,11 +304,12 @@ class Memory:
         summary_tokens = self.counter.message(summary_msg) if summary_msg else 0
         candidates = [r if isinstance(r, Recalled) else Recalled(text=r) for r in recalled]
         reserve = int(limit * self.recall_share) if candidates else 0
-        unfolded = self.unfolded()
+        first = self._first_unfolded()
+        unfolded_count = len(self.messages) - first
 
         while True:
             room = limit - priming - system_tokens - summary_tokens - reserve
-            verbatim, recent_tokens, newest_fits = self._fit_tail(unfolded, room)
+            verbatim, recent_tokens, newest_fits = self._fit_tail(self.messages, first, room)
             if newest_fits:
                 break
             if reserve:
@@ -301,7 +318,7 @@ class Memory:
             if summary_msg:
                 summary_msg, summary_tokens = None, 0
                 continue
-            newest = unfolded[-1] if unfolded else None
+            newest = self.messages[-1] if unfolded_count else None
             needed = system_tokens + priming + (newest.tokens if newest else 0)
             raise ContextOverflow(needed, limit, "The newest message")
 
@@ -332,7 +349,7 @@ class Memory:
         return Context(
             parts=tuple(parts),
             budget=budget,
-            trimmed=len(unfolded) - len(verbatim),
+            trimmed=unfolded_count - len(verbatim),
             dropped_summary=self.summary is not None and summary_msg is None,
             dropped_recalled=len(eligible) - len(chosen),
             recalled=tuple(chosen),
@@ -354,24 +371,27 @@ class Memory:
         return chosen
 
     @staticmethod
-    def _fit_tail(unfolded: Sequence[Message], room: int) -> tuple[list[Message], int, bool]:
-        """The newest whole exchanges that fit in ``room`` tokens.
+    def _fit_tail(
+        messages: Sequence[Message], first: int, room: int
+    ) -> tuple[list[Message], int, bool]:
+        """The newest whole exchanges of ``messages[first:]`` that fit in ``room`` tokens.
 
         Returns (messages, their tokens, ok). The kept part always starts at a user
         message. ``ok`` is False when the room is negative or the newest message is a
         user message that cannot be kept. Walks back from the newest message only as far
         as the room allows, so the cost does not grow with the history.
         """
-        start, used, suffix = len(unfolded), 0, 0
-        for i in range(len(unfolded) - 1, -1, -1):
-            suffix += unfolded[i].tokens
+        end = len(messages)
+        start, used, suffix = end, 0, 0
+        for i in range(end - 1, first - 1, -1):
+            suffix += messages[i].tokens
             if suffix > room:
                 break
-            if unfolded[i].role == "user":
+            if messages[i].role == "user":
                 start, used = i, suffix
-        newest_is_user = bool(unfolded) and unfolded[-1].role == "user"
-        ok = room >= 0 and (not newest_is_user or start < len(unfolded))
-        return list(unfolded[start:]), used, ok
+        newest_is_user = end > first and messages[-1].role == "user"
+        ok = room >= 0 and (not newest_is_user or start < end)
+        return list(messages[start:end]), used, ok
 
     def budget(self) -> Budget:
         """The breakdown of the request that would be sent next."""
@@ -384,9 +404,14 @@ class Memory:
         return (
             self.counter.message(self.system_message())
             + (self.counter.message(summary_msg) if summary_msg else 0)
-            + sum(m.tokens for m in self.unfolded())
+            + self._unfolded_tokens()
             + self.counter.format.reply_priming
         )
+
+    def _unfolded_tokens(self) -> int:
+        cum = self._cumulative()
+        first = self._first_unfolded()
+        return (cum[-1] if cum else 0) - (cum[first - 1] if first else 0)
 
     def needs_fold(self) -> bool:
         """True when the history no longer fits the budget as it stands."""
