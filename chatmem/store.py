@@ -19,6 +19,9 @@ Layout of the data:
   into it, so resuming reads only the messages after it (an indexed range query).
 - ``events``: what the memory did (fold, trim, error...), for the inspector.
 - ``schema_version``: one row per applied migration (see ``MIGRATIONS``).
+- Full-text index of message content for ``search_messages`` (migration 3): on SQLite the FTS5
+  table ``messages_fts``, kept in sync by triggers on ``messages``; on PostgreSQL a GIN index
+  on ``to_tsvector('english', content)``.
 
 Timestamps are stored as ISO 8601 text in UTC with microseconds
 (``2024-05-01T12:00:00.000000+00:00``): fixed width, so text order is time order, and identical
@@ -52,6 +55,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
+from chatmem.recall import query_terms
+
 __all__ = [
     "DEFAULT_URL",
     "EXPORT_FORMAT",
@@ -70,6 +75,7 @@ __all__ = [
     "ImportValidationError",
     "LoadedConversation",
     "NotFoundError",
+    "SearchHit",
     "Store",
     "StoreError",
     "StoredEvent",
@@ -116,6 +122,9 @@ SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 PG_CONNECT_TIMEOUT_S: Final = 10
 APPEND_ATTEMPTS: Final = 5
 """How many times ``append_message`` re-reads the next seq after losing a race before failing."""
+
+_INSERT_CHUNK: Final = 1_000
+"""Rows per multi-row INSERT of messages (10 columns: well under SQLite's 32,766 parameters)."""
 
 _PG_MIGRATION_LOCK: Final = 0x63686D656D  # "chmem": pg_advisory_xact_lock key for migrations
 
@@ -203,6 +212,17 @@ class StoredEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One message found by ``Store.search_messages``; higher ``score`` = more relevant."""
+
+    seq: int
+    role: str
+    name: str | None
+    content: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
 class LoadedConversation:
     """What a session needs to resume, read without touching the folded history.
 
@@ -233,6 +253,7 @@ _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 # Optional "scheme://", then the user info up to the LAST "@" (greedy: masks too much rather
 # than too little when an "@" in the password was not escaped).
 _USERINFO_RE = re.compile(r"^(\s*[A-Za-z][\w+.\-]*:/+)?(.*)@")
+_WORD_RE = re.compile(r"\w+")
 
 
 def mask_url(url: str | URL) -> str:
@@ -460,9 +481,71 @@ def _ddl_migration(statements: tuple[str, ...]) -> Callable[[Connection, str], N
     return apply
 
 
+# Version 3: full-text search over message content (``Store.search_messages``).
+#
+# SQLite: an FTS5 table with EXTERNAL content (content='messages', content_rowid='id'): the
+# text is stored once, in messages, and the FTS table holds only the index, so the database
+# does not double in size. Besides ``content`` it indexes ``conversation_id`` (one token: the
+# uuid hex), so a search is "this conversation AND any of the words", answered inside the
+# index: the cost follows the matches in that conversation, not the matches in every
+# conversation of a shared database. seq and status stay in messages and are checked on the
+# join by primary key. bm25() gets a weight of 0 for the conversation_id column.
+#
+# An external-content index must be told the exact old values of a row it drops, so it is
+# kept in sync by triggers rather than by the Python write paths: every way a row changes
+# (append_message, _bulk_append, import_json, update_message, the ON DELETE CASCADE from
+# conversations, even a hand-written SQL statement) goes through them. The status is not
+# indexed (search filters it on the join), so only content or conversation_id changes
+# re-index a row. The backfill is FTS5's 'rebuild', which re-reads messages from scratch:
+# running it again (a half-recorded migration) cannot index a row twice.
+_V3_SQLITE_DDL = (
+    """
+    CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
+        conversation_id, content,
+        content='messages', content_rowid='id', tokenize='porter unicode61'
+    )""",
+    """
+    CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts (rowid, conversation_id, content)
+            VALUES (new.id, new.conversation_id, new.content);
+    END""",
+    """
+    CREATE TRIGGER IF NOT EXISTS messages_fts_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, conversation_id, content)
+            VALUES ('delete', old.id, old.conversation_id, old.content);
+    END""",
+    """
+    CREATE TRIGGER IF NOT EXISTS messages_fts_update
+    AFTER UPDATE OF conversation_id, content ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, conversation_id, content)
+            VALUES ('delete', old.id, old.conversation_id, old.content);
+        INSERT INTO messages_fts (rowid, conversation_id, content)
+            VALUES (new.id, new.conversation_id, new.content);
+    END""",
+    "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')",
+)
+# PostgreSQL: an expression index (no new column, so the table layout stays the same on both
+# backends). Creating it indexes the existing rows; the search repeats the exact expression
+# so the planner can use it. The build blocks writes to messages while it runs (once).
+# ANALYZE gathers the statistics of the new expression at once, so an upgraded database's
+# planner can tell selective searches from common words before autovacuum gets to it.
+_V3_POSTGRES_DDL = (
+    """
+    CREATE INDEX IF NOT EXISTS ix_messages_content_fts
+        ON messages USING gin (to_tsvector('english', content))""",
+    "ANALYZE messages",
+)
+
+
+def _v3_search_index(conn: Connection, backend: str) -> None:
+    for statement in _V3_SQLITE_DDL if backend == "sqlite" else _V3_POSTGRES_DDL:
+        conn.exec_driver_sql(statement)
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "conversations, messages, summaries, events", _ddl_migration(_V1_DDL)),
     Migration(2, "index conversations by owner and recency", _ddl_migration(_V2_DDL)),
+    Migration(3, "full-text index of message content", _v3_search_index),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 
@@ -1339,7 +1422,7 @@ class Store:
         }
 
     def _bulk_append(self, cid: str, items: Iterable[Mapping[str, Any]]) -> int:
-        """Internal: append many messages in ONE transaction with executemany.
+        """Internal: append many messages in ONE transaction, in multi-row INSERTs.
 
         For benchmarks and test fixtures that need large histories fast. Each item is a mapping
         with the keyword arguments of ``append_message`` (``role``, ``content``, optionally
@@ -1355,7 +1438,7 @@ class Store:
             for offset, row in enumerate(rows):
                 row.update(conversation_id=cid, seq=first + offset, created_at=now)
             if rows:
-                conn.execute(messages_table.insert(), rows)
+                _insert_messages(conn, rows)
                 self._touch(conn, cid, now)
         return len(rows)
 
@@ -1430,6 +1513,79 @@ class Store:
         with self._tx(write=False) as conn:
             stmt = sa.select(sa.func.count()).select_from(m).where(m.c.conversation_id == cid)
             return int(conn.scalar(stmt) or 0)
+
+    def search_messages(
+        self, cid: str, query: str, *, before_seq: int | None = None, limit: int = 20
+    ) -> list[SearchHit]:
+        """The conversation's messages (status 'ok', ``seq < before_seq``) that contain ANY of
+        the content words of ``query`` (``chatmem.recall.query_terms``; stems match, so
+        "boats" finds "boat"), most relevant first, at most ``limit``.
+
+        SQLite ranks by FTS5 BM25 (score = -bm25: rarer words and more of them score higher);
+        PostgreSQL by ``ts_rank_cd`` over the English configuration, normalised by the log of
+        the message length (more matching words score higher; it has no notion of rarity).
+        Scores are only comparable within one backend. An empty or all-stopword query returns
+        [] without touching the database; an unknown conversation returns [].
+        """
+        _check(_text_problem(cid, max_chars=MAX_TITLE_CHARS), "cid")
+        _check(_text_problem(query, max_chars=MAX_CONTENT_CHARS), "query")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise StoreError(f"limit: expected a non-negative integer, got {_short(limit)}")
+        if before_seq is not None:
+            if isinstance(before_seq, bool) or not isinstance(before_seq, int):
+                raise StoreError(f"before_seq: expected an integer, got {_short(before_seq)}")
+            if before_seq > _MAX_INT:  # above every seq (and beyond a 32-bit parameter)
+                before_seq = None
+        # Terms are \w+ runs: no quote, operator or column syntax of either backend can leak in.
+        terms = [term for term in query_terms(query) if _WORD_RE.fullmatch(term)]
+        if not terms or limit == 0 or (before_seq is not None and before_seq <= 1):
+            return []
+        params: dict[str, Any] = {"cid": cid, "limit": limit}
+        seq_filter = ""
+        if before_seq is not None:
+            seq_filter = "AND m.seq < :before_seq"
+            params["before_seq"] = before_seq
+        if self.backend == "sqlite":
+            words = " OR ".join(f'"{term}"' for term in terms)
+            match = f"content : ({words})"
+            # Narrow the match to the conversation inside the index. Every id the store makes
+            # is uuid hex; an id without a single ASCII letter or digit could tokenize to an
+            # empty phrase (matching nothing), so it is left to the join filter alone, which
+            # is what makes the result correct in every case.
+            if re.search(r"[A-Za-z0-9]", cid):
+                phrase = '"' + cid.replace('"', '""') + '"'
+                match = f"conversation_id : {phrase} AND {match}"
+            params["match"] = match
+            # CROSS JOIN keeps the FTS table as the outer loop: messages are only looked up
+            # by primary key for the index's matches, never scanned.
+            sql = f"""
+                SELECT m.seq, m.role, m.name, m.content,
+                       bm25(messages_fts, 0.0, 1.0) AS bm25_rank
+                FROM messages_fts CROSS JOIN messages AS m ON m.id = messages_fts.rowid
+                WHERE messages_fts MATCH :match
+                  AND m.conversation_id = :cid AND m.status = 'ok' {seq_filter}
+                ORDER BY bm25_rank, m.seq DESC
+                LIMIT :limit"""
+        else:
+            # The query text is a bound parameter; ``to_tsvector('english', content)`` must be
+            # spelled exactly as in the index (ix_messages_content_fts) for it to be used.
+            params["tsquery"] = " | ".join(terms)
+            sql = f"""
+                SELECT m.seq, m.role, m.name, m.content,
+                       ts_rank_cd(to_tsvector('english', m.content),
+                                  to_tsquery('english', :tsquery), 1) AS pg_rank
+                FROM messages AS m
+                WHERE to_tsvector('english', m.content) @@ to_tsquery('english', :tsquery)
+                  AND m.conversation_id = :cid AND m.status = 'ok' {seq_filter}
+                ORDER BY pg_rank DESC, m.seq DESC
+                LIMIT :limit"""
+        with self._tx(write=False) as conn:
+            rows = conn.execute(sa.text(sql), params).all()
+        sign = -1.0 if self.backend == "sqlite" else 1.0
+        return [
+            SearchHit(seq=seq, role=role, name=name, content=content, score=sign * float(rank))
+            for seq, role, name, content, rank in rows
+        ]
 
     # -- summaries and events ----------------------------------------------------------------
 
@@ -1670,8 +1826,8 @@ class Store:
                 )
             )
             if valid.messages:
-                conn.execute(
-                    messages_table.insert(),
+                _insert_messages(
+                    conn,
                     [
                         {
                             **msg,
@@ -1710,6 +1866,31 @@ class Store:
             info = self._get_conversation(conn, cid)
         assert info is not None
         return info
+
+
+def _insert_messages(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert many message rows (all with the same keys) in one go.
+
+    PostgreSQL: executemany. SQLite: multi-row INSERT statements of ``_INSERT_CHUNK`` rows,
+    because executemany runs one statement per row, and every statement inside a transaction
+    makes FTS5 flush what the insert trigger added into a new index segment: 100,000 rows took
+    about 10 times longer. The SQL is written here rather than by SQLAlchemy, which takes
+    longer to compile a 1,000-row VALUES list than SQLite takes to run it.
+    """
+    if conn.dialect.name != "sqlite":
+        conn.execute(messages_table.insert(), rows)
+        return
+    columns = list(rows[0])
+    unknown = set(columns) - set(messages_table.c.keys())
+    assert not unknown, unknown  # the names are ours, never user input
+    one_row = "(" + ", ".join("?" * len(columns)) + ")"
+    for first in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows[first : first + _INSERT_CHUNK]
+        conn.exec_driver_sql(
+            f"INSERT INTO messages ({', '.join(columns)}) VALUES "
+            + ", ".join([one_row] * len(chunk)),
+            tuple(row[column] for row in chunk for column in columns),
+        )
 
 
 def _check_not_newer(version: int | None) -> None:
