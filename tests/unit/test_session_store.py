@@ -177,3 +177,19 @@ def test_killed_mid_stream_keeps_the_message(fake, tmp_path) -> None:
     assert contents[0] == "Remember the blue heron by the lake."
     assert contents[-2] == "Still there?"
     assert contents[-1].startswith("You said: Still there?")
+
+
+def test_resumed_conversation_recalls_from_the_store(fake, store: Store) -> None:
+    bot = bot_for(fake, store, max_tokens=500, keep_recent=2)
+    fact = "My sailing boat Saltwater Gypsy is moored at Pier 39."
+    bot.ask(fact)
+    for i in range(40):
+        bot.ask(f"Topic {i}: gardens, rivers, trains and old maps.")
+    cid = bot.conversation_id
+    bot.close()
+    again = ChatMemory.resume(store, cid, model=model_for(fake), settings=Settings())
+    assert all(m.content != fact for m in again.memory.messages), "fact was loaded, not recalled"
+    again.ask("Where is Saltwater Gypsy moored?")
+    assert [r.seq for r in again.last_context.recalled][:1] == [1]
+    sent = fake.control.requests("chat")[-1]["body"]["messages"]
+    assert any(fact in m["content"] for m in sent if m["role"] == "system")
