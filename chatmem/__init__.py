@@ -5,7 +5,7 @@ older turns, the latest turns verbatim, and trimming as a fallback.
 """
 
 from chatmem.config import Settings, SettingsError, load_settings
-from chatmem.memory import Budget, Context, ContextOverflow, Memory, Message, Summary
+from chatmem.memory import Budget, Context, ContextOverflow, Memory, Message, Recalled, Summary
 from chatmem.models import (
     ChatModel,
     LocalChat,
@@ -16,6 +16,7 @@ from chatmem.models import (
     make_model,
 )
 from chatmem.session import ChatMemory, Event, TurnStat
+from chatmem.store import Store, StoreError
 from chatmem.tokens import TokenCounter, count_tokens, trim_to_budget
 
 __all__ = [
@@ -30,9 +31,12 @@ __all__ = [
     "Message",
     "ModelError",
     "OpenAIChat",
+    "Recalled",
     "ReplyStream",
     "Settings",
     "SettingsError",
+    "Store",
+    "StoreError",
     "Summary",
     "TokenCounter",
     "TurnStat",
