@@ -1,0 +1,134 @@
+"""Smoke test of the benchmarks: each script's ``main(["--quick", ...])`` runs and reports.
+
+Runs the reduced sizes into a temporary folder (the committed results are not touched) and
+checks that each table has the rows it should. A peer library may be missing only if it is
+not installed; that part is then skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from bench import bench_context, bench_latency, bench_tokens, scripts
+
+TIME = r"\d[\d,.]* (?:µs|ms|s)"
+
+
+def table_rows(markdown: str) -> dict[str, list[str]]:
+    """The first Markdown table's body rows, keyed by their first cell."""
+    rows: dict[str, list[str]] = {}
+    seen_table = False
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if set("".join(cells)) <= set("-: "):
+                seen_table = True
+                continue
+            if seen_table:
+                rows[cells[0]] = cells[1:]
+        elif seen_table and rows:
+            break
+    return rows
+
+
+def run_script(module: object, out: Path, *extra: str) -> tuple[str, dict]:
+    code = module.main(["--quick", "--out", str(out), *extra])  # type: ignore[attr-defined]
+    assert code == 0
+    name = module.NAME  # type: ignore[attr-defined]
+    markdown = (out / f"{name}.md").read_text(encoding="utf-8")
+    data = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
+    assert "Machine:" in markdown and "cores (nproc)" in markdown
+    return markdown, data
+
+
+@pytest.fixture(scope="module")
+def context_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict, Path]:
+    out = tmp_path_factory.mktemp("bench_context")
+    markdown, data = run_script(bench_context, out)
+    return markdown, data, out
+
+
+def test_runner_lists_the_scripts() -> None:
+    names = scripts()
+    assert names[:3] == ["bench_context", "bench_tokens", "bench_latency"]
+
+
+def test_context_table_has_a_row_per_size(context_run: tuple[str, dict, Path]) -> None:
+    markdown, data, out = context_run
+    rows = table_rows(markdown)
+    assert list(rows) == [f"{n:,}" for n in bench_context.QUICK_SIZES]
+    for cells in rows.values():
+        # the three chatmem columns and the seed recipe are always measured at these sizes
+        for cell in cells[:4]:
+            assert re.match(TIME, cell), cells
+        assert re.search(r"\d×", cells[3])  # the seed recipe's ratio to chatmem
+    assert (out / "bench_context.png").exists()
+    assert data["results"]["chatmem"][str(bench_context.QUICK_SIZES[-1])]["kept"] > 1
+
+
+@pytest.mark.parametrize(
+    ("column", "module", "key"),
+    [(4, "langchain_core", "langchain"), (5, "llama_index.core", "llamaindex")],
+)
+def test_context_peer_measured(
+    context_run: tuple[str, dict, Path], column: int, module: str, key: str
+) -> None:
+    markdown, data, _ = context_run
+    cells = [cells[column] for cells in table_rows(markdown).values()]
+    if importlib.util.find_spec(module.split(".")[0]) is None:
+        assert all("not installed" in c for c in cells)
+        pytest.skip(f"{module} is not installed (pip install -r requirements-bench.txt)")
+    for cell in cells:
+        assert re.match(TIME, cell) and "×" in cell, cell
+    assert data["results"][key][str(bench_context.QUICK_SIZES[0])]["median"] > 0
+
+
+def test_seed_trim_pops_oldest_until_it_fits() -> None:
+    enc = bench_context.encoding()
+    messages = [{"role": "system", "content": "Be brief."}] + [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} " * 30}
+        for i in range(40)
+    ]
+    last = messages[-1]
+    bench_context.seed_trim(messages, 500, enc)
+    assert bench_context.seed_count_tokens(messages, enc) <= 500
+    assert messages[0]["role"] == "system" and messages[-1] is last
+    assert len(messages) > 2
+
+
+def test_tokens_table_has_every_strategy(tmp_path: Path) -> None:
+    markdown, data = run_script(bench_tokens, tmp_path, "--no-chart")
+    labels = list(table_rows(markdown))
+    assert len(labels) == 4
+    assert labels[0].startswith("full history")
+    assert labels[1].startswith("trimming only")
+    assert labels[2].startswith("rolling summary, recall off")
+    assert labels[3].startswith("rolling summary (chatmem ChatMemory")
+    strategies = data["strategies"]
+    assert len(strategies["rolling"]["turns"]) == bench_tokens.QUICK_TURNS
+    assert strategies["rolling"]["summary_calls"] >= 1
+    for key in ("trim", "rolling", "rolling_norecall"):
+        assert max(t["prompt_estimate"] for t in strategies[key]["turns"]) <= 3000
+    assert strategies["rolling"]["total_billed"] < strategies["full"]["total_billed"]
+    assert not (tmp_path / "bench_tokens.png").exists()
+
+
+def test_latency_table_has_the_three_setups(tmp_path: Path) -> None:
+    markdown, data = run_script(bench_latency, tmp_path)
+    rows = table_rows(markdown)
+    assert [label.split(" (")[0] for label in rows] == [
+        "chatmem",
+        "blocking fold",
+        "seed-style loop",
+    ]
+    for cells in rows.values():
+        assert re.match(r"\d[\d,]* ms", cells[0]), cells
+    stats = data["stats"]
+    assert stats["chatmem"]["folding_n"] >= 1
+    assert stats["blocking"]["folding_n"] >= 1
+    assert (tmp_path / "bench_latency.png").exists()
