@@ -165,8 +165,13 @@ def summary_block(text: str) -> str:
     return f"{SUMMARY_LABEL}\n<recap>\n{_defuse(text, 'recap')}\n</recap>"
 
 
+def recall_line(snippet: str) -> str:
+    return f"- {_defuse(snippet, 'recalled')}"
+
+
 def recall_block(snippets: Iterable[str]) -> str:
-    body = "\n".join(f"- {_defuse(s, 'recalled')}" for s in snippets)
+    """The fenced, labelled block recalled snippets are sent in."""
+    body = "\n".join(recall_line(s) for s in snippets)
     return f"{RECALL_LABEL}\n<recalled>\n{body}\n</recalled>"
 
 
@@ -291,8 +296,8 @@ class Memory:
         """The request to send now: within ``limit`` (default ``max_tokens``) tokens.
 
         ``recalled`` are candidate snippets of older messages, most relevant first. They
-        get ``recall_share`` of the budget reserved, plus whatever the verbatim messages
-        leave free; candidates already in the verbatim part are skipped. When the newest
+        get ``recall_share`` of the budget, reserved before the verbatim messages are
+        fitted; candidates already in the verbatim part are skipped. When the newest
         message does not fit, the recall reserve goes first, then the summary; if it still
         does not fit, ContextOverflow is raised.
         """
@@ -324,11 +329,10 @@ class Memory:
 
         first_verbatim = verbatim[0].seq if verbatim else self.next_seq
         free = limit - priming - system_tokens - summary_tokens - recent_tokens
+        free = min(free, reserve)  # recall keeps to its share, so prompts stay flat
         eligible = [c for c in candidates if c.seq is None or c.seq < first_verbatim]
         chosen = self._fit_recalled(eligible, free)
-        recall_msg = (
-            {"role": "system", "content": recall_block(r.text for r in chosen)} if chosen else None
-        )
+        recall_msg = self._recall_message(chosen) if chosen else None
         recall_tokens = self.counter.message(recall_msg) if recall_msg else 0
 
         parts = [Part("system", system_msg, system_tokens)]
@@ -356,19 +360,31 @@ class Memory:
         )
 
     def _fit_recalled(self, candidates: Sequence[Recalled], room: int) -> list[Recalled]:
-        """The most relevant candidates whose block fits in ``room``, oldest first."""
+        """The most relevant candidates whose block fits in ``room``, oldest first.
+
+        Each snippet line is counted once (and cached); one exact count of the finished
+        block then confirms the fit, dropping the least relevant if merges differ.
+        """
+        if not candidates:
+            return []
+        used = self.counter.message({"role": "system", "content": recall_block([])})
         chosen: list[Recalled] = []
         seen: set[int | str] = set()
         for cand in candidates:
             key = cand.seq if cand.seq is not None else cand.text
-            if key in seen:
-                continue
-            trial = sorted([*chosen, cand], key=lambda r: (r.seq is None, r.seq or 0))
-            block = {"role": "system", "content": recall_block(r.text for r in trial)}
-            if self.counter.message(block) <= room:
-                chosen = trial
+            cost = self.counter.text(recall_line(cand.text)) + 1  # the line and its newline
+            if key not in seen and used + cost <= room:
+                chosen.append(cand)
                 seen.add(key)
-        return chosen
+                used += cost
+        while chosen and self.counter.message(self._recall_message(chosen)) > room:
+            chosen.pop()
+        return sorted(chosen, key=lambda r: (r.seq is None, r.seq or 0))
+
+    @staticmethod
+    def _recall_message(recalled: Sequence[Recalled]) -> dict[str, Any]:
+        ordered = sorted(recalled, key=lambda r: (r.seq is None, r.seq or 0))
+        return {"role": "system", "content": recall_block(r.text for r in ordered)}
 
     @staticmethod
     def _fit_tail(
@@ -414,8 +430,16 @@ class Memory:
         return (cum[-1] if cum else 0) - (cum[first - 1] if first else 0)
 
     def needs_fold(self) -> bool:
-        """True when the history no longer fits the budget as it stands."""
-        return self.history_tokens() > self.max_tokens and self.plan_fold() is not None
+        """True when the history no longer fits the part of the budget it may use.
+
+        That part is ``max_tokens`` less the recall reserve, so messages are folded into
+        the summary before requests would have to trim them.
+        """
+        return self.history_tokens() > self._history_limit() and self.plan_fold() is not None
+
+    def _history_limit(self) -> int:
+        """The part of the budget the summary and verbatim messages may use."""
+        return self.max_tokens - int(self.max_tokens * self.recall_share)
 
     def plan_fold(self) -> FoldPlan | None:
         """The oldest unfolded exchanges to fold so the rest fits well below the budget.
@@ -423,7 +447,8 @@ class Memory:
         Folds everything but the newest ``keep_recent`` messages (one more if needed to
         start at a user message), so the next fold is many turns away. Only when those
         recent messages are so long that the request would still exceed ``fold_target`` of
-        the budget (counting the summary at its cap) are further whole exchanges folded,
+        the history's share of the budget (counting the summary at its cap) are further
+        whole exchanges folded,
         always keeping the newest exchange.
         """
         unfolded = self.unfolded()
@@ -440,7 +465,7 @@ class Memory:
             + self.counter.message({"role": "system", "content": summary_block("")})
             + self.summary_cap
         )
-        target = int(self.max_tokens * self.fold_target)
+        target = int(self._history_limit() * self.fold_target)
         kept = sum(m.tokens for m in unfolded[keep_from:])
         while fixed + kept > target and later:
             nxt = later.pop(0)

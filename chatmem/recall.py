@@ -31,18 +31,23 @@ yourselves tell know like get got also ok okay yes yeah hi hey hello thanks than
 STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 
 SNIPPET_CHARS = 1200
+MAX_TERMS = 8
 
 
-def query_terms(text: str, limit: int = 32) -> list[str]:
-    """The distinct content words of ``text``, in order, lower-cased."""
-    seen: list[str] = []
+def query_terms(text: str, limit: int = MAX_TERMS) -> list[str]:
+    """The distinct content words of ``text``, lower-cased, in order of appearance.
+
+    With more than ``limit`` of them, the longest are kept: long words tend to be the
+    rare, telling ones, and each extra term makes the search score more messages.
+    """
+    words: list[str] = []
     for word in re.findall(r"\w+", text.lower()):
-        if len(word) < 2 or word in STOPWORDS or word in seen:
-            continue
-        seen.append(word)
-        if len(seen) >= limit:
-            break
-    return seen
+        if len(word) >= 2 and word not in STOPWORDS and word not in words:
+            words.append(word)
+    if len(words) > limit:
+        keep = set(sorted(words, key=len, reverse=True)[:limit])
+        words = [w for w in words if w in keep][:limit]
+    return words
 
 
 def fts_query(text: str) -> str | None:

@@ -203,10 +203,10 @@ OPENAI_FORMAT = ChatFormat()
 
 
 class TokenCounter:
-    """Counts chat messages with one encoder, caching each message's count.
+    """Counts chat messages with one encoder, caching the count of every text it encodes.
 
-    The cache is keyed by (role, name, content), so a conversation that grows by one
-    message costs one new encode, never the whole history.
+    The cache is keyed by the text itself, so a conversation that grows by one message
+    costs one new encode, never the whole history.
     """
 
     def __init__(
@@ -220,7 +220,7 @@ class TokenCounter:
         self._encode_len = encode
         self.format = fmt
         self.label = label
-        self._cache: OrderedDict[tuple[str, str | None, str], int] = OrderedDict()
+        self._cache: OrderedDict[str, int] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self.encode_calls = 0
@@ -238,27 +238,29 @@ class TokenCounter:
 
     def text(self, text: str) -> int:
         """Tokens in a bare string (no chat framing)."""
-        self.encode_calls += 1
-        return self._encode_len(clean_text(text))
+        with self._lock:
+            cached = self._cache.get(text)
+            if cached is not None:
+                self._cache.move_to_end(text)
+                return cached
+        count = self._encode_len(clean_text(text))
+        with self._lock:
+            self.encode_calls += 1
+            self._cache[text] = count
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return count
 
     def message(self, message: Mapping[str, Any]) -> int:
         """Tokens one message costs in a request, framing included."""
-        role = str(message.get("role", ""))
+        count = (
+            self.format.per_message
+            + self.text(str(message.get("role", "")))
+            + self.text(content_text(message.get("content")))
+        )
         name = message.get("name")
-        content = content_text(message.get("content"))
-        key = (role, name, content)
-        with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None:
-                self._cache.move_to_end(key)
-                return cached
-        count = self.format.per_message + self.text(role) + self.text(content)
         if name:
             count += self.format.per_name + self.text(str(name))
-        with self._lock:
-            self._cache[key] = count
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
         return count
 
     def messages(self, messages: Iterable[Mapping[str, Any]]) -> int:

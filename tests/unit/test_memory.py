@@ -105,6 +105,7 @@ def test_summary_goes_second_and_counts_in_budget() -> None:
 
 def test_recalled_block_is_labelled_and_dropped_first() -> None:
     mem = make_memory(max_tokens=200)
+    mem.recall_share = 0.5
     mem.add("user", "what did I say about the boat?")
     ctx = mem.context(recalled=["I bought a boat called Wave", "the boat is blue"])
     check_request(mem, ctx)
@@ -198,15 +199,17 @@ turn = st.tuples(st.sampled_from(["user", "assistant", "tool", "user", "assistan
 @given(
     turns=st.lists(turn, min_size=1, max_size=60),
     max_tokens=st.integers(min_value=40, max_value=600),
+    share=st.floats(min_value=0.0, max_value=0.5),
     keep_recent=st.integers(min_value=1, max_value=40),
     summary_text=st.one_of(st.none(), words),
     recalled=st.lists(words, max_size=3),
     last=words,
 )
 def test_every_request_fits_and_is_well_formed(
-    turns, max_tokens, keep_recent, summary_text, recalled, last
+    turns, max_tokens, share, keep_recent, summary_text, recalled, last
 ) -> None:
     mem = make_memory(max_tokens=max_tokens, keep_recent=keep_recent)
+    mem.recall_share = share
     for role, text in turns:
         mem.add(role, text)
     if summary_text is not None and len(mem.messages) > 1:

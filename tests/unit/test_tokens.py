@@ -128,7 +128,10 @@ def test_counter_encodes_each_message_once() -> None:
     assert len(calls) == n_calls, "a second count re-encoded cached messages"
     history.append({"role": "assistant", "content": "a new reply"})
     counter.messages(history)
-    assert len(calls) == n_calls + 2  # role and content of the new message only
+    assert calls[n_calls:] == ["assistant", "a new reply"]  # the new message's text only
+    history.append({"role": "user", "content": "another question"})
+    counter.messages(history)
+    assert calls[n_calls + 2 :] == ["another question"]  # "user" is cached already
 
 
 def test_invalid_unicode_and_control_characters_count() -> None:

@@ -1,0 +1,203 @@
+"""The chat page: history, the streaming reply, errors with Retry, New chat.
+
+A turn takes two runs. Submitting calls :func:`_on_submit` before the script runs, which
+marks the session busy, so the run that sends the message already draws the chat input
+disabled. When the reply has streamed, one more rerun draws everything in its final state
+(input enabled, sidebar gauge and summary up to date).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import streamlit as st
+
+from chatmem.memory import ContextOverflow
+from chatmem.models import ModelError
+from chatmem.ui.state import PAGE_SIZE, ChatSession, new_chat, require_session
+from chatmem.ui.text import first_upper, safe_markdown, stream_safe
+
+CHAT_INPUT_KEY = "chat_input"
+INTERRUPTED = "The reply was stopped before it finished."
+STATUS_NOTES = {
+    "incomplete": "Cut off before it finished.",
+    "too_long": "Not sent: too long for the budget.",
+}
+
+
+def render_chat_page() -> None:
+    """Draw the chat page for this browser session."""
+    sess = require_session()
+    _header(sess)
+    _history(sess)
+    if not sess.busy:
+        _problems(sess)
+    st.chat_input(
+        "Message",
+        key=CHAT_INPUT_KEY,
+        disabled=sess.busy,
+        submit_mode="disable",
+        on_submit=_on_submit,
+        args=(sess,),
+    )
+    if sess.busy:
+        _turn(sess)
+        st.rerun()
+
+
+def _header(sess: ChatSession) -> None:
+    left, right = st.columns([4, 1], vertical_alignment="bottom")
+    with left:
+        st.markdown("## Chat")
+        st.caption(f"Answering: **{sess.bot.model_label}**")
+    with right:
+        st.button(
+            "New chat",
+            key="new_chat",
+            icon=":material/add_comment:",
+            on_click=new_chat,
+            disabled=sess.busy,
+            width="stretch",
+        )
+
+
+def _history(sess: ChatSession) -> None:
+    entries = sess.transcript
+    if not entries and not sess.busy:
+        st.caption(
+            "Say hello. Older turns are folded into a rolling summary when the conversation "
+            "outgrows the budget; the sidebar shows what the next request will hold."
+        )
+        return
+    hidden = max(0, len(entries) - sess.show)
+    if hidden:
+        st.button(
+            f"Show earlier messages ({hidden:,} hidden)",
+            key="show_earlier",
+            icon=":material/expand_less:",
+            on_click=_show_more,
+            args=(sess,),
+        )
+    for entry in entries[hidden:]:
+        with st.chat_message(entry["role"]):
+            st.markdown(safe_markdown(entry["content"]))
+            note = STATUS_NOTES.get(entry.get("status", "ok"))
+            if note:
+                st.caption(note)
+
+
+def _problems(sess: ChatSession) -> None:
+    if sess.notice:
+        st.warning(sess.notice, icon=":material/warning:")
+    if sess.error:
+        st.error(sess.error, icon=":material/error:")
+        if sess.can_retry:
+            st.button(
+                "Retry",
+                key="retry",
+                icon=":material/refresh:",
+                type="primary",
+                on_click=_on_retry,
+                args=(sess,),
+            )
+
+
+# -- callbacks (run before the script) ---------------------------------------------------
+def _on_submit(sess: ChatSession) -> None:
+    text = st.session_state.get(CHAT_INPUT_KEY)
+    if sess.busy or text is None:
+        return
+    sess.pending = text
+    sess.busy = True
+    sess.retry = False
+    sess.error = None
+    sess.notice = None
+
+
+def _on_retry(sess: ChatSession) -> None:
+    if sess.busy:
+        return
+    sess.busy = True
+    sess.retry = True
+    sess.error = None
+    sess.notice = None
+
+
+def _show_more(sess: ChatSession) -> None:
+    sess.show += PAGE_SIZE
+
+
+# -- the turn -----------------------------------------------------------------------------
+def _turn(sess: ChatSession) -> None:
+    """Send the pending message (or retry) and stream the reply; never leaves busy set."""
+    partial: list[str] = []
+    finished = False
+    try:
+        if sess.pending is not None:
+            text, sess.pending = sess.pending, None
+            if not _send_user(sess, text):
+                finished = True
+                return
+        elif not sess.retry:  # nothing to send (a stale flag): just re-enable the input
+            finished = True
+            return
+        else:
+            while sess.transcript and sess.transcript[-1].get("status") == "incomplete":
+                sess.transcript.pop()  # a retry replaces the cut-off reply
+        _stream_reply(sess, partial)
+        finished = True
+    finally:
+        # Also reached when the run is interrupted (a click elsewhere, a page switch):
+        # the user's message stays, and the reply can be retried.
+        sess.busy = False
+        sess.retry = False
+        if not finished:
+            if partial:
+                sess.add("assistant", "".join(partial), "incomplete")
+            sess.error = INTERRUPTED
+            sess.can_retry = True
+
+
+def _send_user(sess: ChatSession, text: str) -> bool:
+    try:
+        sess.bot.add_user_message(text)
+    except ContextOverflow as exc:
+        sess.add("user", text, "too_long")  # kept (and stored), but never sent
+        sess.notice = str(exc)
+        return False
+    except ValueError as exc:  # empty or blank
+        sess.notice = str(exc)
+        return False
+    sess.add("user", text)
+    with st.chat_message("user"):
+        st.markdown(safe_markdown(text))
+    return True
+
+
+def _stream_reply(sess: ChatSession, partial: list[str]) -> None:
+    try:
+        reply = sess.bot.reply_stream()
+
+        def chunks() -> Iterator[str]:
+            for chunk in reply:
+                partial.append(chunk)
+                yield stream_safe(chunk)
+
+        with st.chat_message("assistant"):
+            try:
+                st.write_stream(chunks())
+            finally:
+                reply.close()
+    except ModelError as exc:
+        if partial:
+            sess.add("assistant", "".join(partial), "incomplete")
+        sess.error = first_upper(exc.user_message)
+        sess.can_retry = True
+        return
+    except ContextOverflow as exc:  # the budget was lowered below the newest message
+        sess.error = str(exc)
+        sess.can_retry = True
+        return
+    sess.add("assistant", "".join(partial))
+    sess.error = None
+    sess.can_retry = False

@@ -1,0 +1,153 @@
+"""The sidebar inspector, shown on every page: budget gauge, summary, fold notices, sliders.
+
+Folds run on a background thread. The live part of the sidebar is a fragment that polls
+(``run_every``) only while a fold is running; when the fold lands it triggers one full rerun
+so every page shows the new state, and the poll stops. The worker never calls Streamlit.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from chatmem.memory import ContextOverflow
+from chatmem.ui.charts import GAUGE_COLOR_NAMES, WARN_AT, budget_share, gauge_html
+from chatmem.ui.state import (
+    KEEP_RECENT_KEY,
+    KEEP_RECENT_RANGE,
+    MAX_TOKENS_FLOOR,
+    MAX_TOKENS_KEY,
+    ChatSession,
+    max_tokens_limit,
+    setup_error,
+)
+from chatmem.ui.text import ago, clock, safe_markdown
+
+POLL_SECONDS = 1.0
+TOAST_ICONS = {"fold": ":material/compress:", "fold_failed": ":material/warning:"}
+
+
+def render_sidebar(sess: ChatSession | None) -> None:
+    """The inspector in the sidebar (or the setup error, if the chat could not start)."""
+    with st.sidebar:
+        if sess is None:
+            st.error(setup_error() or "The chat could not start.", icon=":material/error:")
+            return
+        st.markdown("### Memory")
+        for note in sess.setup_notes:
+            st.info(note, icon=":material/info:")
+        _live_panel(sess)
+        _settings(sess)
+
+
+def _live_panel(sess: ChatSession) -> None:
+    polling = sess.bot.folding
+
+    @st.fragment(run_every=POLL_SECONDS if polling else None)
+    def live() -> None:
+        if polling and not sess.bot.folding:
+            st.rerun()  # the fold landed: redraw everything once, without the poll
+        for event in sess.new_events():
+            if event.kind in TOAST_ICONS:
+                st.toast(event.message, icon=TOAST_ICONS[event.kind])
+        if sess.bot.folding:
+            st.info("Folding older messages into the summary…", icon=":material/hourglass_top:")
+        _gauge(sess)
+        _summary(sess)
+
+    live()
+
+
+def _gauge(sess: ChatSession) -> None:
+    bot = sess.bot
+    with st.container(key="gauge"):
+        try:
+            budget = bot.budget()
+        except ContextOverflow as exc:
+            st.warning(str(exc), icon=":material/warning:")
+            return
+        share = budget_share(budget)
+        text = f"**{budget.total:,}** / {budget.limit:,} tokens ({share:.0%})"
+        if share >= WARN_AT:
+            text = f":red[{text}] · near the limit"
+        st.markdown(f"Next request: {text}")
+        st.html(gauge_html(budget))
+        parts = {
+            "system": budget.system + budget.priming,
+            "summary": budget.summary,
+            "recalled": budget.recalled,
+            "recent": budget.recent,
+        }
+        legend = " ".join(
+            f":{GAUGE_COLOR_NAMES[name]}[■] {name} {tokens:,}" for name, tokens in parts.items()
+        )
+        st.caption(f"{legend}  \nand {budget.reply_reserve:,} more reserved for the reply")
+
+
+def _summary(sess: ChatSession) -> None:
+    bot = sess.bot
+    summary = bot.memory.summary
+    with st.container(key="summary"):
+        if summary is None:
+            st.caption("No summary yet: it appears after the first fold.")
+            return
+        label = f"Summary · {summary.tokens:,} tokens · updated {clock(summary.created_at)}"
+        with st.expander(label, expanded=True, icon=":material/notes:"):
+            st.markdown(safe_markdown(summary.text))
+            st.caption(
+                f"Covers messages 1–{summary.covers_seq} · {ago(summary.created_at)}"
+                + (f" · by {summary.model}" if summary.model else "")
+            )
+
+
+def _apply_max_tokens(sess: ChatSession) -> None:
+    value = int(st.session_state[MAX_TOKENS_KEY])
+    try:
+        sess.bot.max_tokens = value
+    except ValueError as exc:
+        sess.settings_notice = str(exc)
+        st.session_state[MAX_TOKENS_KEY] = sess.bot.max_tokens
+        return
+    sess.bot.schedule_fold()  # a lower budget folds now, in the background
+
+
+def _apply_keep_recent(sess: ChatSession) -> None:
+    try:
+        sess.bot.keep_recent = int(st.session_state[KEEP_RECENT_KEY])
+    except ValueError as exc:
+        sess.settings_notice = str(exc)
+        st.session_state[KEEP_RECENT_KEY] = sess.bot.keep_recent
+
+
+def _settings(sess: ChatSession) -> None:
+    bot = sess.bot
+    top = max(max_tokens_limit(bot), bot.max_tokens)
+    if st.session_state.get(MAX_TOKENS_KEY) is None:
+        st.session_state[MAX_TOKENS_KEY] = bot.max_tokens
+    if st.session_state.get(KEEP_RECENT_KEY) is None:
+        st.session_state[KEEP_RECENT_KEY] = bot.keep_recent
+    st.slider(
+        "Budget per request (max_tokens)",
+        min_value=MAX_TOKENS_FLOOR,
+        max_value=top,
+        step=1,
+        key=MAX_TOKENS_KEY,
+        on_change=_apply_max_tokens,
+        args=(sess,),
+        help="The most prompt tokens a request may use: system, summary, recalled and recent "
+        f"messages. {bot.memory.reply_reserve:,} more are reserved for the reply. Takes "
+        "effect on the next turn; lowering it folds older messages now.",
+    )
+    st.slider(
+        "Messages kept verbatim (keep_recent)",
+        min_value=KEEP_RECENT_RANGE[0],
+        max_value=KEEP_RECENT_RANGE[1],
+        step=1,
+        key=KEEP_RECENT_KEY,
+        on_change=_apply_keep_recent,
+        args=(sess,),
+        help="How many of the newest messages stay word for word after a fold.",
+    )
+    if sess.settings_notice:
+        st.warning(sess.settings_notice, icon=":material/warning:")
+        sess.settings_notice = None
+    st.caption(f"Tokens counted with {bot.memory.counter.label or bot.model.name}.")
