@@ -66,6 +66,11 @@ def render_compare_page() -> None:
             help="The reply reserve of every strategy: the cap on each reply's length.",
         )
         run = st.form_submit_button("Run the replay", type="primary", icon=":material/play_arrow:")
+    if local:
+        st.caption(
+            "On the bundled local model a replay of 10 turns takes a few minutes on a small "
+            "machine, mostly in its summary calls."
+        )
     if run:
         st.session_state[RESULT_KEY] = _run(sess, int(turns), int(budget), int(keep), int(reply))
     result = st.session_state.get(RESULT_KEY)

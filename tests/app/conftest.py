@@ -1,0 +1,85 @@
+"""AppTest fixtures: the real app against the fake OpenAI-compatible server.
+
+Every test runs in an empty working directory (no stray ``.env`` or ``secrets.toml``) with
+only the settings it sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+from chatmem.config import ENV_NAMES
+from chatmem.ui.state import SESSION_KEY, ChatSession
+from tests.fakes import FakeServerProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = ROOT / "app.py"
+TIMEOUT = 30
+
+
+@pytest.fixture(autouse=True)
+def _navigation_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make AppTest treat ``pages/`` the way a running server does after the first run.
+
+    AppTest resets ``PagesManager.uses_pages_directory`` before every run, and a folder named
+    ``pages/`` next to the entry point then makes its reruns execute the page file on its own
+    (the old multipage mode), skipping ``app.py`` and its sidebar. A real server clears the
+    flag for good as soon as ``st.navigation`` runs, which ``app.py`` always does.
+    """
+    original = PagesManager.__init__
+
+    def init(self: PagesManager, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+@pytest.fixture
+def app_env(
+    fake: FakeServerProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> FakeServerProcess:
+    """Settings for the fake server only; an empty working directory."""
+    for name in ENV_NAMES.values():
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake.url)
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("CHATMEM_MAX_RETRIES", "0")
+    monkeypatch.setenv("CHATMEM_TIMEOUT", "15")
+    monkeypatch.chdir(tmp_path)
+    return fake
+
+
+@pytest.fixture
+def app(app_env: FakeServerProcess) -> Iterator[AppTest]:
+    """The app, run once (on the chat page)."""
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    yield at
+    sess = at.session_state.get(SESSION_KEY)
+    if isinstance(sess, ChatSession):
+        sess.bot.close()
+
+
+def session(at: AppTest) -> ChatSession:
+    sess = at.session_state[SESSION_KEY]
+    assert isinstance(sess, ChatSession)
+    return sess
+
+
+def send(at: AppTest, text: str) -> AppTest:
+    at.chat_input(key="chat_input").set_value(text).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def shown_messages(at: AppTest) -> list[tuple[str, str]]:
+    """(role, text) of every chat message on the page."""
+    return [(m.name, "\n".join(md.value for md in m.markdown)) for m in at.chat_message]

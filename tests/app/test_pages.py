@@ -1,0 +1,138 @@
+"""Every page renders; the inspector, compare and conversations pages show what they should."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from chatmem.sample_conversation import FACT_QUESTIONS
+from chatmem.ui.compare import RESULT_KEY
+from chatmem.ui.replay import FULL, ROLLING, TRIM, ReplayResult
+from tests.app.conftest import APP, TIMEOUT, send, session
+from tests.fakes import FakeServerProcess
+
+PAGES = ["pages/chat.py", "pages/inspector.py", "pages/conversations.py", "pages/compare.py"]
+HEADINGS = {
+    "pages/chat.py": "## Chat",
+    "pages/inspector.py": "## Memory inspector",
+    "pages/conversations.py": "## Conversations",
+    "pages/compare.py": "## Compare memory strategies",
+}
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_each_page_renders_with_the_sidebar(app: AppTest, page: str) -> None:
+    app.switch_page(page).run()
+    assert not app.exception, app.exception
+    assert HEADINGS[page] in [m.value for m in app.main.markdown]
+    # the inspector sidebar is drawn by app.py on every page
+    assert "### Memory" in [m.value for m in app.sidebar.markdown]
+    assert app.slider(key="max_tokens")
+    assert app.slider(key="keep_recent")
+
+
+def test_pages_render_after_a_conversation(app: AppTest) -> None:
+    for text in ["Hi, my name is Sam.", "My budget is 2400 euros.", "What is my name?"]:
+        send(app, text)
+    for page in PAGES:
+        app.switch_page(page).run()
+        assert not app.exception, (page, app.exception)
+
+
+def test_inspector_shows_the_next_request_stats_and_events(
+    app: AppTest, fake: FakeServerProcess
+) -> None:
+    for text in [
+        "Hi, my name is Sam.",
+        *[f"Plan day {i} of the trip in Lisbon." for i in range(8)],
+    ]:
+        send(app, text)
+    app.slider(key="max_tokens").set_value(256).run()
+    bot = session(app).bot
+    bot.wait_for_fold(timeout=10)
+    app.switch_page("pages/inspector.py").run()
+    assert not app.exception
+    request, stats, events = app.dataframe[0].value, app.dataframe[1].value, app.dataframe[2].value
+    context = bot.context()
+    assert list(request["kind"]) == [p.kind for p in context.parts]
+    assert list(request["kind"])[:2] == ["system", "summary"]
+    assert list(request["tokens"]) == [p.tokens for p in context.parts]
+    assert sum(request["tokens"]) + context.budget.priming == context.budget.total
+    assert list(stats["kind"]).count("summary") == 1
+    assert stats["prompt (estimate)"].iloc[0] == bot.stats[0].prompt_estimate
+    assert "fold" in list(events["kind"])
+    labels = [e.label for e in app.main.expander]
+    assert any(label.startswith("v1 · ") for label in labels), labels
+    assert "The user's name is Sam." in "\n".join(m.value for m in app.main.markdown)
+
+
+def test_conversations_page_is_a_placeholder(app: AppTest) -> None:
+    app.switch_page("pages/conversations.py").run()
+    assert not app.exception
+    assert "Saved conversations are coming" in app.main.info[0].value
+
+
+def test_compare_replays_the_sample_against_the_fake(app: AppTest, fake: FakeServerProcess) -> None:
+    app.switch_page("pages/compare.py").run()
+    assert app.number_input(key="compare_turns").value == 20
+    app.number_input(key="compare_turns").set_value(10)
+    app.number_input(key="compare_max_tokens").set_value(300)
+    app.number_input(key="compare_keep_recent").set_value(2)
+    next(b for b in app.button if b.label == "Run the replay").click().run(timeout=60)
+    assert not app.exception, app.exception
+    result = app.session_state[RESULT_KEY]
+    assert isinstance(result, ReplayResult)
+    assert result.turns == 10
+    assert all(len(run.prompt_tokens) == 10 for run in result.runs.values())
+    assert result.score(FULL) == len(FACT_QUESTIONS)
+    assert result.score(TRIM) < result.score(ROLLING)
+    # the trimmed strategy never sends more than the budget; the full history grows past it
+    assert max(result.runs[TRIM].prompt_tokens) <= 300
+    assert max(result.runs[ROLLING].prompt_tokens) <= 300
+    assert max(result.runs[FULL].prompt_tokens) > 300
+    table = app.dataframe[0].value
+    row = table[table["question"] == "What is my name?"].iloc[0]
+    assert row[FULL] == "✓ Your name is Sam."
+    assert row[ROLLING] == "✓ Your name is Sam."
+    assert row[TRIM] == "✗ I don't know your name."
+    assert len(fake.control.requests("summary")) >= 1
+    # the result survives a rerun and a page switch
+    app.switch_page("pages/chat.py").run()
+    app.switch_page("pages/compare.py").run()
+    assert app.dataframe[0].value.equals(table)
+
+
+def test_settings_error_is_one_plain_error(
+    app_env: FakeServerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHATMEM_MAX_TOKENS", "lots")
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert errors == ["CHATMEM_MAX_TOKENS must be a whole number, not 'lots'."] * 2  # page, sidebar
+    at.switch_page("pages/inspector.py").run()
+    assert not at.exception
+    assert at.error
+
+
+def test_missing_local_model_is_a_clear_error(
+    app_env: FakeServerProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    monkeypatch.delenv("OPENAI_API_KEY")
+    missing = tmp_path / "no-such-model.gguf"
+    monkeypatch.setenv("CHATMEM_LOCAL_MODEL_PATH", str(missing))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert f"The local model file {missing} does not exist." in [e.value for e in at.error]
+
+
+def test_dotenv_in_the_working_directory_is_read_not_a_stray_one(
+    app_env: FakeServerProcess, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("CHATMEM_KEEP_RECENT=9\n")
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert session(at).bot.keep_recent == 9
+    assert at.slider(key="keep_recent").value == 9

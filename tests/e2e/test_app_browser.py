@@ -1,0 +1,151 @@
+"""The real app in headless Chromium: chat, fold under a lower budget, remember the name."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import pytest
+from playwright.sync_api import Locator, Page, expect
+
+from tests.e2e.conftest import ARTIFACTS, ROOT, wait_for_app
+from tests.fakes import FakeServerProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+MESSAGES = [
+    "Hi, my name is Sam.",
+    "My budget is 2400 euros for the week, flights excluded, for two people.",
+    "We are going to Lisbon in March with my sister, and we would like to see the old town, "
+    "museums and viewpoints.",
+    "Any good places for dinner near Alfama that are not too touristy and have vegetarian options?",
+    "How do we get to Sintra by train, and which palace should we visit if we only have one "
+    "afternoon?",
+    "What about Belém? Is the tower worth the queue, and where do we get the famous custard tarts?",
+]
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+
+
+def chat_messages(page: Page) -> Locator:
+    return page.locator("[data-testid='stChatMessage']")
+
+
+def chat_box(page: Page) -> Locator:
+    return page.locator("[data-testid='stChatInput'] textarea")
+
+
+def send(page: Page, text: str) -> None:
+    """Type a message, press Enter, and wait for the reply and the run to finish."""
+    before = chat_messages(page).count()
+    box = chat_box(page)
+    expect(box).to_be_enabled()
+    box.fill(text)
+    box.press("Enter")
+    expect(chat_messages(page)).to_have_count(before + 2)
+    wait_for_app(page)
+    expect(box).to_be_enabled()
+
+
+def gauge(page: Page) -> tuple[int, int]:
+    text = page.locator(".st-key-gauge").inner_text()
+    match = re.search(r"([\d,]+) / ([\d,]+) tokens", text)
+    assert match, text
+    return int(match[1].replace(",", "")), int(match[2].replace(",", ""))
+
+
+def no_exceptions(page: Page) -> None:
+    expect(page.locator("[data-testid='stException']")).to_have_count(0)
+
+
+def test_chat_folds_under_a_lower_budget_and_remembers(page: Page, fake: FakeServerProcess) -> None:
+    expect(page.get_by_text("Answering:")).to_contain_text("gpt-4o-mini")
+    for text in MESSAGES:
+        send(page, text)
+    expect(chat_messages(page).nth(1)).to_contain_text("You said: Hi, my name is Sam.")
+    expect(page.locator(".st-key-summary")).to_contain_text("No summary yet")
+    used, limit = gauge(page)
+    assert (limit, used <= limit) == (3000, True)
+
+    # move the budget slider to its minimum with the keyboard: the history no longer fits,
+    # so older messages are folded into the summary in the background (slowly, here), and
+    # the sidebar polls until the fold lands
+    fake.control.config(summary_latency_ms=1500)
+    thumb = page.locator(".st-key-max_tokens input[type='range']")
+    thumb.focus()
+    thumb.press("Home")
+    expect(thumb).to_have_value("256")
+    expect(page.get_by_text("Folding older messages into the summary")).to_be_visible()
+    expect(page.locator(".st-key-summary")).to_contain_text(
+        "The user's name is Sam.", timeout=15_000
+    )
+    expect(page.get_by_text("Folding older messages into the summary")).to_have_count(0)
+    expect(
+        page.get_by_text(re.compile(r"Folded \d+ messages: [\d,]+ → [\d,]+ tokens"))
+    ).to_be_visible()
+    wait_for_app(page)
+    used, limit = gauge(page)
+    assert limit == 256
+    assert used <= limit
+    expect(page.locator(".st-key-summary")).to_contain_text(re.compile(r"Summary · \d+ tokens"))
+    assert fake.control.requests("summary")
+
+    send(page, "What is my name?")
+    last = chat_messages(page).last
+    expect(last).to_contain_text("Your name is Sam.")
+    used, limit = gauge(page)
+    assert used <= limit == 256
+    no_exceptions(page)
+
+    last.scroll_into_view_if_needed()
+    expect(last).to_be_in_viewport()
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "chat-after-fold.png"
+    page.screenshot(path=str(shot))
+    if not SCREENSHOT.exists() or os.environ.get("CHATMEM_UPDATE_SCREENSHOT") == "1":
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copy(shot, SCREENSHOT)
+
+
+def test_input_is_disabled_while_a_reply_streams(page: Page, fake: FakeServerProcess) -> None:
+    fake.control.config(chunk_delay_ms=60, reply_words=40)
+    box = chat_box(page)
+    box.fill("Tell me a long story about Lisbon.")
+    box.press("Enter")
+    expect(box).to_be_disabled()
+    expect(chat_messages(page)).to_have_count(2)
+    wait_for_app(page)
+    expect(box).to_be_enabled()
+    expect(chat_messages(page).last).to_contain_text("You said: Tell me a long story")
+
+
+def test_server_error_is_one_sentence_with_retry(page: Page, fake: FakeServerProcess) -> None:
+    fake.control.fail({"kind": "500"})
+    box = chat_box(page)
+    box.fill("Hi, my name is Sam.")
+    box.press("Enter")
+    alert = page.locator("[data-testid='stAlertContentError']")
+    expect(alert).to_contain_text("had an internal error (HTTP 500).")
+    expect(chat_messages(page)).to_have_count(1)
+    expect(chat_messages(page).first).to_contain_text("Hi, my name is Sam.")
+    wait_for_app(page)
+    page.locator(".st-key-retry button").click()
+    expect(chat_messages(page)).to_have_count(2)
+    expect(chat_messages(page).last).to_contain_text("You said: Hi, my name is Sam.")
+    expect(alert).to_have_count(0)
+    no_exceptions(page)
+
+
+@pytest.mark.parametrize("title", ["Inspector", "Conversations", "Compare"])
+def test_every_page_opens_with_the_sidebar_inspector(page: Page, title: str) -> None:
+    send(page, "Hi, my name is Sam.")
+    page.get_by_role("link", name=title).click()
+    expect(page.locator("h2")).to_contain_text(
+        {"Inspector": "Memory inspector", "Conversations": "Conversations", "Compare": "Compare"}[
+            title
+        ]
+    )
+    wait_for_app(page)
+    expect(page.locator(".st-key-gauge")).to_contain_text("tokens")
+    expect(page.locator(".st-key-max_tokens")).to_be_visible()
+    no_exceptions(page)
