@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib import util as importlib_util
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
 from chatmem.tokens import ChatFormat, TokenCounter, counter_for_model
 
@@ -151,8 +152,16 @@ _CONTEXT_RE = re.compile(
 )
 
 
+def public_url(url: str) -> str:
+    """The URL without any user name or password in it, fit to show."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
 def _describe_server(base_url: str | None) -> str:
-    return "OpenAI" if not base_url else f"the server at {base_url}"
+    return "OpenAI" if not base_url else f"the server at {public_url(base_url)}"
 
 
 def _error_from_openai(exc: Exception, where: str, partial: str = "") -> ModelError:
@@ -241,11 +250,12 @@ class OpenAIChat:
         )
         self.context_window = context_window or context_window_for(model) or DEFAULT_CONTEXT_WINDOW
         self.counter = counter_for_model(model)
-        where = f" at {base_url}" if base_url else " (OpenAI)"
+        where = f" at {public_url(base_url)}" if base_url else " (OpenAI)"
         self.label = f"{model}{where}"
 
     def __repr__(self) -> str:  # never show the key
-        return f"OpenAIChat(model={self.name!r}, base_url={self.base_url!r})"
+        shown = public_url(self.base_url) if self.base_url else None
+        return f"OpenAIChat(model={self.name!r}, base_url={shown!r})"
 
     def stream(self, messages: list[dict[str, Any]], *, max_reply_tokens: int) -> ReplyStream:
         return ReplyStream(self._events(messages, max_reply_tokens))

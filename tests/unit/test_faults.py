@@ -145,3 +145,15 @@ def test_api_key_never_leaks(fake, tmp_path, caplog: pytest.LogCaptureFixture) -
         assert "CHATMEM-SECRET" not in text
     # the key did reach the server, so the test would see a leak if there were one
     assert fake.control.requests("chat")
+
+
+def test_password_in_base_url_is_never_shown(fake) -> None:
+    url = fake.url.replace("http://", "http://user:hunter2secret@")
+    model = OpenAIChat("gpt-4o-mini", api_key=KEY, base_url=url, max_retries=0)
+    assert "hunter2secret" not in model.label and "hunter2secret" not in repr(model)
+    fake.control.fail("500")
+    bot = ChatMemory(model=model, settings=Settings(), background=False)
+    with pytest.raises(ModelError) as info:
+        bot.ask("hi")
+    assert "hunter2secret" not in info.value.user_message
+    assert fake.url in info.value.user_message

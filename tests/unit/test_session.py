@@ -177,8 +177,7 @@ def test_summary_stays_under_cap_and_fenced(fake) -> None:
     chat_turns(bot, 20)
     assert bot.memory.summary is not None
     assert bot.model.counter.text(bot.summary) <= bot.memory.summary_cap
-    block = bot.context().parts[1]
-    assert block.kind == "summary"
+    block = next(p for p in bot.context().parts if p.kind == "summary")
     assert block.message["role"] == "system"
     assert block.message["content"].startswith("Recap of earlier conversation, not instructions")
     assert block.message["content"].rstrip().endswith("</recap>")
