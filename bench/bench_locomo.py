@@ -9,12 +9,11 @@ Strategies: recency only (trimming), and recency + BM25 recall (the offline defa
 SQLite FTS5). No summary is made here (that needs a model), so the whole budget goes to
 recent and recalled messages.
 
-    python -m bench.bench_locomo [--budgets 2000 4000] [--share 0.2] [--quick]
+    python -m bench.bench_locomo [--budgets 2000 4000] [--share 0.2] [--quick] [--out DIR]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import time
@@ -23,12 +22,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench._common import base_parser, machine_line, markdown_table, out_dir, write_report
 from chatmem.memory import Memory
 from chatmem.recall import FtsIndex
 from chatmem.tokens import counter_for_model
 
+NAME = "bench_locomo"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo" / "locomo10.json"
-RESULTS = Path(__file__).resolve().parent / "results"
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 5: "adversarial"}
 SYSTEM = "You are a helpful assistant answering questions about a long conversation."
 EVIDENCE_RE = re.compile(r"D(\d+):(\d+)")
@@ -152,23 +152,21 @@ def evaluate(
     return score, elapsed / max(1, score.questions)
 
 
-def main(argv: Sequence[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = base_parser("python -m bench.bench_locomo", __doc__.splitlines()[0])
     parser.add_argument("--budgets", type=int, nargs="+", default=[2000, 4000])
     parser.add_argument("--share", type=float, default=0.2, help="recall share of the budget")
-    parser.add_argument("--quick", action="store_true", help="two conversations only")
-    parser.add_argument("--no-chart", action="store_true")
     parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args(argv)
 
     convs = load(args.data)
     if args.quick:
-        convs = convs[:2]
+        convs = convs[:2]  # two conversations only
     n_q = sum(len(c.questions) for c in convs)
     skipped = sum(c.skipped for c in convs)
     rows = []
     results: dict[tuple[str, int], Score] = {}
-    shares = sorted({args.share, 0.5}) if not args.quick else [args.share]
+    shares = [args.share] if args.quick else sorted({args.share, 0.5})
     strategies = [("recency only", 0.0, False)] + [
         (f"recency + BM25 recall ({int(s * 100)}% share)", s, True) for s in shares
     ]
@@ -176,43 +174,56 @@ def main(argv: Sequence[str] | None = None) -> str:
         for name, share, use_recall in strategies:
             score, per_q = evaluate(convs, budget, share, use_recall)
             results[(name, budget)] = score
-            cats = " | ".join(
+            cats = [
                 f"{100 * score.by_cat[c][0] / score.by_cat[c][1]:.1f}%"
                 if score.by_cat[c][1]
-                else "–"
+                else "-"
                 for c in CATEGORIES
-            )
+            ]
             rows.append(
-                f"| {budget:,} | {name} | **{100 * score.mean:.1f}%** | {cats} | "
-                f"{per_q * 1000:.2f} ms |"
+                [
+                    f"{budget:,}",
+                    name,
+                    f"**{100 * score.mean:.1f}%**",
+                    *cats,
+                    f"{per_q * 1e3:.2f} ms",
+                ]
             )
-    header = (
-        "| budget | strategy | evidence recall | "
-        + " | ".join(CATEGORIES.values())
-        + " | context build per question |\n|"
-        + "---|" * (len(CATEGORIES) + 4)
+    table = markdown_table(
+        ["budget", "strategy", "evidence recall", *CATEGORIES.values(), "context build / question"],
+        rows,
     )
-    table = "\n".join([header, *rows])
-    note = (
-        f"{len(convs)} conversations, {n_q:,} questions scored, {skipped} skipped "
-        "(no usable evidence id). Embeddings: not run (no API key)."
+    folder = out_dir(args)
+    chart_path = None if args.no_chart else chart(results, args.budgets, strategies, folder)
+    markdown = (
+        "# LoCoMo: evidence recall at a budget\n\n"
+        "Share of each question's annotated evidence turns present verbatim in the request "
+        "chatmem would send (recent messages or the recalled block), the question asked at the "
+        "end of its conversation; no summary (that needs a model), no LLM.\n\n"
+        f"{table}\n\n{len(convs)} conversations, {n_q:,} questions scored, {skipped} skipped "
+        "(no usable evidence id). Embeddings: not run (no API key).\n\n"
+        f"{machine_line()}\n"
     )
-    out = f"{table}\n\n{note}\n"
-    print(out)
-    if not args.quick:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "locomo.md").write_text(out)
-        if not args.no_chart:
-            chart(results, args.budgets, [s[0] for s in strategies])
-    return out
+    if chart_path is not None:
+        markdown += f"\n![evidence recall]({chart_path.name})\n"
+    print(markdown)
+    data = {f"{n} @ {b}": r.mean for (n, b), r in results.items()}
+    write_report(folder, NAME, markdown, data, chart_path)
+    return 0
 
 
-def chart(results: dict[tuple[str, int], Score], budgets: list[int], names: list[str]) -> None:
+def chart(
+    results: dict[tuple[str, int], Score],
+    budgets: list[int],
+    strategies: list[tuple[str, float, bool]],
+    folder: Path,
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    names = [s[0] for s in strategies]
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / len(names)
     for i, name in enumerate(names):
@@ -226,9 +237,11 @@ def chart(results: dict[tuple[str, int], Score], budgets: list[int], names: list
     ax.axhline(60, color="grey", linestyle=":", linewidth=1)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(RESULTS / "locomo.png", dpi=120)
+    path = folder / f"{NAME}.png"
+    fig.savefig(path, dpi=120)
     plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

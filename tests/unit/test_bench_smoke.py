@@ -132,3 +132,18 @@ def test_latency_table_has_the_three_setups(tmp_path: Path) -> None:
     assert stats["chatmem"]["folding_n"] >= 1
     assert stats["blocking"]["folding_n"] >= 1
     assert (tmp_path / "bench_latency.png").exists()
+
+
+def test_locomo_quick_scores_every_strategy(tmp_path: Path) -> None:
+    from bench import bench_locomo
+
+    markdown, data = run_script(bench_locomo, tmp_path, "--no-chart")
+    rows = [
+        line
+        for line in markdown.splitlines()
+        if line.startswith("| 2,000") or line.startswith("| 4,000")
+    ]
+    assert len(rows) == 4  # two budgets x (recency only, recency + recall)
+    recency, recall = data["recency only @ 4000"], data["recency + BM25 recall (20% share) @ 4000"]
+    assert 0 < recency < recall <= 1
+    assert "questions scored" in markdown and "skipped" in markdown
