@@ -52,6 +52,9 @@ def chat_loop(
 ) -> None:
     """The seed's loop: read a line, stream the reply; ``quit``/``exit`` leave."""
     write(f"chatmem: answering with {bot.model_label}. Type 'quit' or 'exit' to leave.\n")
+    notice = getattr(bot.model, "notice", None)
+    if notice:
+        write(f"chatmem: note: {notice}\n")
     while True:
         try:
             text = read("You: ")

@@ -164,7 +164,9 @@ def _describe_server(base_url: str | None) -> str:
     return "OpenAI" if not base_url else f"the server at {public_url(base_url)}"
 
 
-def _error_from_openai(exc: Exception, where: str, partial: str = "") -> ModelError:
+def _error_from_openai(
+    exc: Exception, where: str, partial: str = "", model: str = ""
+) -> ModelError:
     """Turn an openai SDK exception into a ModelError with a plain sentence."""
     import openai
 
@@ -184,6 +186,12 @@ def _error_from_openai(exc: Exception, where: str, partial: str = "") -> ModelEr
         return ModelError(
             f"{where} rejected the API key; check OPENAI_API_KEY.",
             kind="auth",
+            retryable=False,
+        )
+    if isinstance(exc, openai.NotFoundError):
+        return ModelError(
+            f"{where} does not serve the model {model!r}; set CHATMEM_MODEL to one it has.",
+            kind="model_not_found",
             retryable=False,
         )
     if isinstance(exc, openai.RateLimitError):
@@ -250,6 +258,13 @@ class OpenAIChat:
         )
         self.context_window = context_window or context_window_for(model) or DEFAULT_CONTEXT_WINDOW
         self.counter = counter_for_model(model)
+        self.notice: str | None = None  # something the user should know at start
+        if context_window is None and context_window_for(model) is None:
+            self.notice = (
+                f"chatmem does not know the model {model!r}: it counts its tokens with "
+                f"{self.counter.label} and assumes a {self.context_window:,}-token context "
+                "window (set CHATMEM_CONTEXT_WINDOW if that is wrong)."
+            )
         where = f" at {public_url(base_url)}" if base_url else " (OpenAI)"
         self.label = f"{model}{where}"
 
@@ -294,7 +309,7 @@ class OpenAIChat:
                     partial="".join(produced),
                 )
         except openai.OpenAIError as exc:
-            raise _error_from_openai(exc, where, "".join(produced)) from exc
+            raise _error_from_openai(exc, where, "".join(produced), self.name) from exc
         except Exception as exc:  # a transport failure while reading the stream
             if isinstance(exc, ModelError):
                 raise
