@@ -22,6 +22,8 @@ class SettingsError(ValueError):
 
 
 DEFAULT_SYSTEM_PROMPT = "You are a friendly assistant. Be concise."
+DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
+EMBEDDINGS_OFF = "off"
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Settings:
     base_url: str | None = None
     model: str | None = None
     summary_model: str | None = None
+    embedding_model: str | None = None  # a model name, "off", or None (default: see below)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_tokens: int = 3000
     keep_recent: int = 6
@@ -53,6 +56,20 @@ class Settings:
     def uses_local_model(self) -> bool:
         return not self.api_key and not self.base_url
 
+    @property
+    def active_embedding_model(self) -> str | None:
+        """The embedding model recall uses, or None for BM25 only.
+
+        Embeddings are opt-in: unset or ``off`` means BM25 only. They cost an embeddings
+        call before each request (on the path to the first token) and one per message, so
+        a user asks for them by name, e.g. ``text-embedding-3-small``. Recall only uses them
+        when the chat model is an OpenAI-compatible one, never the local model.
+        """
+        name = (self.embedding_model or "").strip()
+        if not name or name.lower() == EMBEDDINGS_OFF:
+            return None
+        return name
+
 
 # setting name -> environment variable
 ENV_NAMES = {
@@ -60,6 +77,7 @@ ENV_NAMES = {
     "base_url": "OPENAI_BASE_URL",
     "model": "CHATMEM_MODEL",
     "summary_model": "CHATMEM_SUMMARY_MODEL",
+    "embedding_model": "CHATMEM_EMBEDDING_MODEL",
     "system_prompt": "CHATMEM_SYSTEM_PROMPT",
     "max_tokens": "CHATMEM_MAX_TOKENS",
     "keep_recent": "CHATMEM_KEEP_RECENT",
@@ -153,6 +171,7 @@ def load_settings(
         "base_url",
         "model",
         "summary_model",
+        "embedding_model",
         "system_prompt",
         "local_model_path",
     ):

@@ -2,20 +2,31 @@
 
 Lexical search (BM25) with SQLite's built-in FTS5: no model, no download. The index holds
 every message; the memory policy only uses hits that are not already sent verbatim.
+
+With an OpenAI-compatible server, ``HybridRecall`` adds embeddings: cosine similarity over the
+conversation's message vectors, merged with the BM25 hits by reciprocal rank fusion.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+import time
+from array import array
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from chatmem.embeddings import Embedder
     from chatmem.store import Store
 
+from chatmem.embeddings import QUERY_TIMEOUT, EmbeddingError, VectorIndex
 from chatmem.memory import Recalled
+
+log = logging.getLogger(__name__)
 
 # Words too common to say anything about relevance.
 _STOPWORDS_TEXT = """
@@ -128,3 +139,319 @@ class StoreRecall:
             return []
         hits = self.store.search_messages(cid, query, before_seq=before_seq, limit=limit)
         return [Recalled(snippet(h.name or h.role, h.content), h.seq, h.score) for h in hits]
+
+
+RRF_K = 60
+"""Reciprocal rank fusion constant: a hit at rank r in one list scores 1 / (60 + r)."""
+MAX_PENDING = 2000
+"""Messages waiting to be embedded; beyond this the oldest are left to BM25 alone."""
+PAUSE_SECONDS = (5.0, 300.0)
+"""After a failed embeddings call, wait 5 s (doubling per failure in a row, at most 300 s)
+before calling again, so a server that is down costs no time on every turn."""
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> dict[int, float]:
+    """Fused score per seq: the sum over the rankings of 1 / (k + rank), ranks from 1."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, seq in enumerate(ranking, start=1):
+            scores[seq] = scores.get(seq, 0.0) + 1.0 / (k + rank)
+    return scores
+
+
+class HybridRecall:
+    """BM25 and embeddings together: ``lexical`` hits and cosine hits, fused by rank (RRF).
+
+    Each message is embedded once. The current user message is the query, so its own
+    embedding serves both: it is embedded when recall first needs it (``search``), at once,
+    with a ``query_timeout`` (3 s) and no retries; if that fails, this turn recalls with BM25
+    only and a ``recall_fallback`` event says why. Everything else (the assistant's reply, a
+    user message that needed no recall) waits in a queue that ``after_turn`` embeds in batches
+    after the reply, on a worker thread (inline with ``background=False``), with the normal
+    timeout and retries: the reply never waits for it.
+
+    Vectors are stored beside the messages (``Store.add_embeddings``) when a store is
+    attached, and a resumed conversation reads them back instead of embedding again.
+    A server that fails is left alone for a while (``PAUSE_SECONDS``); one that has no such
+    model or refuses the key turns embeddings off for the session (event ``embeddings_off``).
+    """
+
+    def __init__(
+        self,
+        lexical: RecallIndex,
+        embedder: Embedder,
+        *,
+        store: Store | None = None,
+        conversation_id: Callable[[], str | None] = lambda: None,
+        on_event: Callable[..., Any] | None = None,
+        background: bool = True,
+        query_timeout: float = QUERY_TIMEOUT,
+        k: int = RRF_K,
+        min_similarity: float = 0.0,
+    ) -> None:
+        self.lexical = lexical
+        self.embedder = embedder
+        self.store = store
+        self._cid = conversation_id
+        self._on_event = on_event
+        self.background = background
+        self.query_timeout = query_timeout
+        self.k = k
+        self.min_similarity = min_similarity
+        self.vectors = VectorIndex()
+        self.enabled = True
+        self._texts: dict[int, tuple[str, str]] = {}  # seq -> (speaker, text) without a store
+        self._pending: dict[int, str] = {}  # seq -> text, waiting to be embedded
+        self._busy: set[int] = set()  # being embedded by the worker
+        self._failed_query: int | None = None  # the query that already fell back
+        self._failures = 0  # embeddings calls that failed in a row
+        self._paused_until = 0.0
+        self._loaded: str | None = None  # conversation whose stored vectors are loaded
+        self._lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._flush: Future[int] | None = None
+
+    @property
+    def model(self) -> str:
+        return self.embedder.name
+
+    # -- RecallIndex -----------------------------------------------------------------------
+    def add(self, seq: int, speaker: str, text: str) -> None:
+        self.lexical.add(seq, speaker, text)
+        stored = self.store is not None and self._cid() is not None
+        with self._lock:
+            if not stored:
+                self._texts[seq] = (speaker, text)
+            if self.enabled and seq not in self.vectors and text.strip():
+                self._pending[seq] = text
+                while len(self._pending) > MAX_PENDING:
+                    del self._pending[next(iter(self._pending))]
+
+    def search(self, query: str, *, before_seq: int, limit: int = 20) -> list[Recalled]:
+        lexical = self.lexical.search(query, before_seq=before_seq, limit=limit)
+        vector = self._query_vector(query, before_seq)
+        if vector is None:
+            return lexical
+        hits = self.vectors.search(
+            vector, before_seq=before_seq, limit=limit, min_similarity=self.min_similarity
+        )
+        return self._fuse(lexical, hits, limit)
+
+    # -- after each turn -------------------------------------------------------------------
+    def after_turn(self) -> None:
+        """Embed what is waiting now (the reply, and any message not embedded yet), off the
+        reply's path: on the worker thread, or inline with ``background=False``.
+
+        Only what is waiting at this moment: the next user message, which ``search`` embeds
+        itself, is never taken by a late worker (so it is not embedded twice).
+        """
+        if not self.enabled:
+            return
+        with self._lock:
+            seqs = set(self._pending)
+        if not seqs:
+            return
+        if not self.background:
+            self.flush(seqs)
+            return
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="chatmem-embed"
+                )
+            self._flush = self._executor.submit(self.flush, seqs)
+
+    def flush(self, seqs: set[int] | None = None) -> int:
+        """Embed and store the waiting messages (those in ``seqs``, or all) now; returns how
+        many were embedded.
+
+        A failure leaves them waiting (or drops them if the server can never embed them);
+        it never raises.
+        """
+        if not self.enabled or time.monotonic() < self._paused_until:
+            return 0
+        self._ensure_loaded()
+        with self._lock:
+            items = [
+                (seq, text)
+                for seq, text in self._pending.items()
+                if seq not in self._busy and (seqs is None or seq in seqs)
+            ]
+            for seq, _ in items:
+                del self._pending[seq]
+            self._busy.update(seq for seq, _ in items)
+        done = 0
+        size = self.embedder.batch_size
+        try:
+            for first in range(0, len(items), size):
+                batch = items[first : first + size]
+                try:
+                    vectors = self.embedder.embed([text for _, text in batch])
+                except EmbeddingError as exc:
+                    self._failed(exc)
+                    keep = items[first:] if exc.retryable else items[first + size :]
+                    if not exc.retryable:
+                        log.warning("embeddings: %s %d messages left to BM25.", exc, len(batch))
+                    with self._lock:
+                        if self.enabled:
+                            for seq, text in keep:
+                                self._pending.setdefault(seq, text)
+                    return done
+                self._succeeded()
+                self._save([(seq, vec) for (seq, _), vec in zip(batch, vectors, strict=True)])
+                done += len(batch)
+        finally:
+            with self._lock:
+                self._busy.difference_update(seq for seq, _ in items)
+        return done
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until background embedding (if any) has finished."""
+        flush = self._flush
+        if flush is not None:
+            flush.result(timeout=timeout)
+
+    def close(self) -> None:
+        """Finish background embedding and stop the worker (a later turn starts a new one)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+    # -- internals -------------------------------------------------------------------------
+    def _query_vector(self, query: str, seq: int) -> array | None:
+        """The query's embedding: the current user message's own, embedded now if needed."""
+        if not self.enabled:
+            return None
+        self._ensure_loaded()
+        vector = self.vectors.get(seq)
+        if vector is not None:
+            return vector
+        with self._lock:
+            if self._failed_query == seq:
+                return None  # this turn already fell back (e.g. a retry with a smaller budget)
+            paused = time.monotonic() < self._paused_until
+            if paused:
+                self._failed_query = seq  # stays waiting; the worker embeds it after the pause
+            else:
+                own = seq in self._pending and self._pending[seq] == query
+                text = self._pending.pop(seq) if own else query
+        if paused:
+            self._fallback(seq, "the embeddings server failed a moment ago and is paused")
+            return None
+        try:
+            [vector] = self.embedder.embed([text], timeout=self.query_timeout, max_retries=0)
+        except EmbeddingError as exc:
+            with self._lock:
+                self._failed_query = seq
+                if own and self.enabled:
+                    self._pending.setdefault(seq, text)  # the worker tries again later
+            self._failed(exc)
+            self._fallback(seq, str(exc), exc.kind)
+            return None
+        self._succeeded()
+        if own:
+            self._save([(seq, vector)])
+        return vector
+
+    def _fuse(
+        self, lexical: list[Recalled], hits: list[tuple[int, float]], limit: int
+    ) -> list[Recalled]:
+        texts = {r.seq: r.text for r in lexical if r.seq is not None}
+        scores = reciprocal_rank_fusion(
+            [[r.seq for r in lexical if r.seq is not None], [seq for seq, _ in hits]], self.k
+        )
+        ranked = sorted(scores, key=lambda seq: (-scores[seq], -seq))[:limit]
+        texts.update(self._snippets([seq for seq in ranked if seq not in texts]))
+        return [Recalled(texts[seq], seq, scores[seq]) for seq in ranked if seq in texts]
+
+    def _snippets(self, seqs: list[int]) -> dict[int, str]:
+        if not seqs:
+            return {}
+        cid = self._cid()
+        if self.store is not None and cid is not None:
+            try:
+                found = self.store.messages_at(cid, seqs)
+            except Exception:  # a store hiccup costs the vector hits, not the turn
+                log.exception("recall: could not read recalled messages")
+                return {}
+            return {m.seq: snippet(m.name or m.role, m.content) for m in found if m.status == "ok"}
+        with self._lock:
+            known = {seq: self._texts[seq] for seq in seqs if seq in self._texts}
+        return {seq: snippet(speaker, text) for seq, (speaker, text) in known.items()}
+
+    def _ensure_loaded(self) -> None:
+        """Read the conversation's stored vectors once (a resumed conversation)."""
+        cid = self._cid()
+        if self.store is None or cid is None or self._loaded == cid:
+            return
+        with self._load_lock:
+            if self._loaded == cid:
+                return
+            try:
+                stored = self.store.embeddings(cid, self.model)
+            except Exception:
+                log.exception("recall: could not read stored embeddings")
+                return
+            for seq, vector in stored:
+                self.vectors.add(seq, vector)
+            with self._lock:
+                for seq, _ in stored:
+                    self._pending.pop(seq, None)
+            self._loaded = cid
+
+    def _save(self, pairs: list[tuple[int, array]]) -> None:
+        pairs = [(seq, vec) for seq, vec in pairs if self.vectors.add(seq, vec)]
+        cid = self._cid()
+        if not pairs or self.store is None or cid is None:
+            return
+        try:
+            self.store.add_embeddings(cid, pairs, self.model)
+        except Exception:  # kept in memory for this session; the store misses them
+            log.exception("recall: could not store %d embeddings", len(pairs))
+
+    def _failed(self, exc: EmbeddingError) -> None:
+        if exc.kind in ("auth", "model_not_found"):
+            with self._lock:
+                was, self.enabled = self.enabled, False
+                self._pending.clear()
+            if was:
+                self._event(
+                    "embeddings_off",
+                    f"{exc} Recall uses keyword search (BM25) only in this conversation.",
+                    error_kind=exc.kind,
+                    model=self.model,
+                )
+            return
+        if exc.retryable:
+            with self._lock:
+                self._failures += 1
+                low, high = PAUSE_SECONDS
+                pause = min(high, low * 2 ** (self._failures - 1))
+                self._paused_until = time.monotonic() + pause
+
+    def _succeeded(self) -> None:
+        with self._lock:
+            self._failures = 0
+            self._paused_until = 0.0
+
+    def _fallback(self, seq: int, reason: str, kind: str = "paused") -> None:
+        reason = reason.rstrip(".")
+        self._event(
+            "recall_fallback",
+            f"Embedding the message failed ({reason}); recalled with keyword search (BM25) "
+            "only for this turn.",
+            seq=seq,
+            error_kind=kind,
+            model=self.model,
+        )
+
+    def _event(self, kind: str, message: str, **data: Any) -> None:
+        if self._on_event is None:
+            log.warning("%s: %s", kind, message)
+            return
+        try:
+            self._on_event(kind, message, **data)
+        except Exception:
+            log.exception("recall event listener failed")

@@ -27,8 +27,8 @@ from chatmem.memory import (
     Summary,
     summary_block,
 )
-from chatmem.models import ChatModel, ModelError, Usage, make_model
-from chatmem.recall import FtsIndex, RecallIndex, StoreRecall
+from chatmem.models import ChatModel, ModelError, OpenAIChat, Usage, make_model
+from chatmem.recall import FtsIndex, HybridRecall, RecallIndex, StoreRecall
 from chatmem.summarize import Summarizer, SummaryError
 from chatmem.tokens import clean_text
 
@@ -79,6 +79,10 @@ class ChatMemory:
 
     >>> bot = ChatMemory(system="You are a friendly assistant. Be concise.")
     >>> bot.ask("Hi, my name is Sam.")  # doctest: +SKIP
+
+    With a ``store`` and no ``conversation_id`` a new conversation is created, owned by
+    ``owner``: at once, or with ``defer_create=True`` when the first message is stored (so a
+    session that never sends anything leaves no empty conversation behind).
     """
 
     def __init__(
@@ -98,6 +102,8 @@ class ChatMemory:
         settings: Settings | None = None,
         store: Store | None = None,
         conversation_id: str | None = None,
+        owner: str | None = None,
+        defer_create: bool = False,
     ) -> None:
         self.settings = settings or load_settings()
         if isinstance(model, ChatModel):
@@ -151,14 +157,48 @@ class ChatMemory:
         self._fold_listeners: list[Any] = []
         self.store = store
         self.conversation_id = conversation_id
+        self.owner = owner
+        if recall_index is None:
+            self.recall_index = self._default_recall()
         if store is not None:
-            if hasattr(store, "search_messages") and recall_index is None:
-                self.recall_index = StoreRecall(store, lambda: self.conversation_id)
             if conversation_id is None:
-                info = store.create_conversation(settings=self._settings_record())
-                self.conversation_id = info.id
+                if not defer_create:
+                    self._create_conversation()
             else:
                 self._load(conversation_id)
+
+    def _default_recall(self) -> RecallIndex:
+        """BM25 (the store's full-text index when there is a store), blended with embeddings
+        when the settings name an embedding model and the chat model is OpenAI-compatible
+        (never with the local model)."""
+        store = self.store
+        lexical = self.recall_index
+        if store is not None and hasattr(store, "search_messages"):
+            lexical = StoreRecall(store, lambda: self.conversation_id)
+        name = self.settings.active_embedding_model
+        if not name or not isinstance(self.model, OpenAIChat):
+            return lexical
+        from chatmem.embeddings import Embedder
+
+        embedder = Embedder(
+            name,
+            api_key=self.settings.api_key,
+            base_url=self.settings.base_url or self.model.base_url,
+            timeout=self.settings.timeout,
+            max_retries=self.settings.max_retries,
+        )
+        return HybridRecall(
+            lexical,
+            embedder,
+            store=store if hasattr(store, "add_embeddings") else None,
+            conversation_id=lambda: self.conversation_id,
+            on_event=self._recall_event,
+            background=self.background,
+        )
+
+    def _recall_event(self, kind: str, message: str, **data: Any) -> None:
+        with self._lock:
+            self._record(kind, message, **data)
 
     @classmethod
     def resume(
@@ -179,6 +219,11 @@ class ChatMemory:
         if isinstance(saved.get("system"), str):
             kw.setdefault("system", saved["system"])
         return cls(model=model, store=store, conversation_id=conversation_id, **kw)
+
+    def _create_conversation(self) -> None:
+        assert self.store is not None
+        info = self.store.create_conversation(settings=self._settings_record(), owner=self.owner)
+        self.conversation_id = info.id
 
     def _load(self, conversation_id: str) -> None:
         """Fill the memory from the store: the latest summary and the messages after it."""
@@ -271,6 +316,8 @@ class ChatMemory:
             raise ValueError("The message is empty.")
         text = clean_message(text)
         with self._lock:
+            if self.store is not None and self.conversation_id is None:
+                self._create_conversation()  # deferred until there is something to keep
             if self.store is not None and not self.memory.messages and self.title == "New chat":
                 self.title = title_from(text)
                 self._store_call("rename_conversation", self.title)
@@ -301,6 +348,7 @@ class ChatMemory:
                 "recall",
                 f"Recalled {len(context.recalled)} older messages for this request.",
                 seqs=[r.seq for r in context.recalled],
+                for_seq=self.memory.messages[-1].seq,
                 scores=[round(r.score, 3) for r in context.recalled],
             )
         if context.trimmed:
@@ -373,6 +421,8 @@ class ChatMemory:
                     usage.completion_tokens if usage else None,
                 )
             )
+        if isinstance(self.recall_index, HybridRecall):
+            self.recall_index.after_turn()  # embeds the reply off the reply's path
         self.schedule_fold()
 
     # -- folding -------------------------------------------------------------------------
@@ -560,10 +610,12 @@ class ChatMemory:
         return getattr(self.store, method)(self.conversation_id, *args, **kwargs)
 
     def close(self) -> None:
-        """Wait for a running fold and stop the worker."""
+        """Wait for a running fold (and background embedding) and stop the workers."""
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        if isinstance(self.recall_index, HybridRecall):
+            self.recall_index.close()
 
     def __enter__(self) -> ChatMemory:
         return self

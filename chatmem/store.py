@@ -22,6 +22,8 @@ Layout of the data:
 - Full-text index of message content for ``search_messages`` (migration 3): on SQLite the FTS5
   table ``messages_fts``, kept in sync by triggers on ``messages``; on PostgreSQL a GIN index
   on ``to_tsvector('english', content)``.
+- ``embeddings`` (migration 4): one vector per message and embedding model, for hybrid recall
+  (``add_embeddings``, ``embeddings``): float32 little-endian bytes, the same on both backends.
 
 Timestamps are stored as ISO 8601 text in UTC with microseconds
 (``2024-05-01T12:00:00.000000+00:00``): fixed width, so text order is time order, and identical
@@ -38,12 +40,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import random
 import re
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +57,8 @@ from typing import Any, Final, Literal
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
@@ -59,6 +66,7 @@ from chatmem.recall import query_terms
 
 __all__ = [
     "DEFAULT_URL",
+    "EMBEDDING_MAX_DIMS",
     "EXPORT_FORMAT",
     "EXPORT_VERSION",
     "MAX_CONTENT_CHARS",
@@ -113,6 +121,10 @@ MAX_IMPORT_SUMMARIES: Final = 10_000
 MAX_IMPORT_EVENTS: Final = 100_000
 MAX_IMPORT_BYTES: Final = 512 * 1024 * 1024
 _MAX_INT: Final = 2**31 - 1  # seq and token columns are 32-bit INTEGER on PostgreSQL
+EMBEDDING_MAX_DIMS: Final = 16_384
+"""Longest embedding vector ``add_embeddings`` accepts (text-embedding-3-large has 3,072)."""
+_IN_CHUNK: Final = 500
+"""Values per ``IN (...)`` list when looking messages up by seq."""
 
 TOKEN_COUNT_SETTINGS: Final = frozenset({"max_tokens", "summary_max_tokens"})
 """Setting names that contain "token" but are token counts, so they are kept."""
@@ -384,6 +396,17 @@ events_table = sa.Table(
     sa.Column("data", sa.Text, nullable=False),
     sa.Column("created_at", sa.Text, nullable=False),
 )
+embeddings_table = sa.Table(
+    "embeddings",
+    _meta,
+    sa.Column("message_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("model", sa.Text, primary_key=True),
+    sa.Column("conversation_id", sa.Text, nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("dims", sa.Integer, nullable=False),
+    sa.Column("vector", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.Text, nullable=False),
+)
 schema_version_table = sa.Table(
     "schema_version",
     _meta,
@@ -391,7 +414,14 @@ schema_version_table = sa.Table(
     sa.Column("description", sa.Text, nullable=False),
     sa.Column("applied_at", sa.Text, nullable=False),
 )
-TABLE_NAMES: Final = ("events", "summaries", "messages", "conversations", "schema_version")
+TABLE_NAMES: Final = (
+    "embeddings",
+    "events",
+    "summaries",
+    "messages",
+    "conversations",
+    "schema_version",
+)
 """Every table the store owns, children first (the order to drop them in)."""
 
 _SCHEMA_VERSION_DDL = """
@@ -542,10 +572,43 @@ def _v3_search_index(conn: Connection, backend: str) -> None:
         conn.exec_driver_sql(statement)
 
 
+# Version 4: message embeddings for hybrid recall (``add_embeddings``, ``embeddings``).
+#
+# One row per (message, embedding model): a conversation keeps working if the model setting
+# changes, and only the vectors of the current model are read. The vector is float32
+# little-endian bytes (``array('f')``) in a BLOB/BYTEA: portable, and the cosine search runs in
+# Python over one conversation's rows (read by the (conversation_id, model, seq) index).
+# conversation_id and seq are copies of the message's, so that read needs no join; the
+# message's ON DELETE CASCADE removes its vectors (and the conversation's, with it).
+_V4_DDL = (
+    """
+    CREATE TABLE IF NOT EXISTS embeddings (
+        message_id BIGINT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        model TEXT NOT NULL,
+        conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        dims INTEGER NOT NULL CHECK (dims > 0),
+        vector {blob} NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (message_id, model)
+    )""",
+    """
+    CREATE INDEX IF NOT EXISTS ix_embeddings_conversation_model_seq
+        ON embeddings (conversation_id, model, seq)""",
+)
+_BLOB = {"sqlite": "BLOB", "postgresql": "BYTEA"}
+
+
+def _v4_embeddings(conn: Connection, backend: str) -> None:
+    for statement in _V4_DDL:
+        conn.exec_driver_sql(statement.format(blob=_BLOB[backend]))
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "conversations, messages, summaries, events", _ddl_migration(_V1_DDL)),
     Migration(2, "index conversations by owner and recency", _ddl_migration(_V2_DDL)),
     Migration(3, "full-text index of message content", _v3_search_index),
+    Migration(4, "message embeddings for hybrid recall", _v4_embeddings),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 
@@ -670,6 +733,36 @@ def _short(value: object, limit: int = 40) -> str:
 def _check(problem: str | None, field: str) -> None:
     if problem is not None:
         raise StoreError(f"{field}: {problem}")
+
+
+def _check_seq(seq: object, *, minimum: int = 1) -> int:
+    problem = _count_problem(seq, minimum=minimum)
+    if problem:
+        raise StoreError(f"seq: {problem}")
+    assert isinstance(seq, int)
+    return seq
+
+
+def _vector_bytes(vector: object, where: str) -> tuple[int, bytes]:
+    """(dims, float32 little-endian bytes) of an embedding, or StoreError."""
+    try:
+        values = vector if isinstance(vector, array) and vector.typecode == "f" else None
+        if values is None:
+            if isinstance(vector, str | bytes) or not isinstance(vector, Iterable):
+                raise TypeError
+            values = array("f", vector)  # type: ignore[arg-type]
+    except (TypeError, OverflowError):
+        raise StoreError(f"{where}: the vector must be a sequence of numbers") from None
+    if not 0 < len(values) <= EMBEDDING_MAX_DIMS:
+        raise StoreError(
+            f"{where}: the vector has {len(values)} numbers (1..{EMBEDDING_MAX_DIMS} allowed)"
+        )
+    if not all(math.isfinite(v) for v in values):
+        raise StoreError(f"{where}: the vector contains NaN or infinity")
+    if sys.byteorder == "big":
+        values = array("f", values)
+        values.byteswap()
+    return len(values), values.tobytes()
 
 
 def _check_role(role: object) -> str:
@@ -1586,6 +1679,105 @@ class Store:
             SearchHit(seq=seq, role=role, name=name, content=content, score=sign * float(rank))
             for seq, role, name, content, rank in rows
         ]
+
+    def messages_at(self, cid: str, seqs: Iterable[int]) -> list[StoredMessage]:
+        """The conversation's messages with these seqs (those that exist), oldest first."""
+        wanted = sorted({_check_seq(seq) for seq in seqs})
+        m = messages_table
+        rows: list[StoredMessage] = []
+        with self._tx(write=False) as conn:
+            for first in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[first : first + _IN_CHUNK]
+                stmt = sa.select(m).where(m.c.conversation_id == cid, m.c.seq.in_(chunk))
+                rows.extend(_message(row) for row in conn.execute(stmt))
+        rows.sort(key=lambda msg: msg.seq)
+        return rows
+
+    # -- embeddings --------------------------------------------------------------------------
+
+    def add_embeddings(
+        self, cid: str, items: Iterable[tuple[int, Sequence[float]]], model: str
+    ) -> None:
+        """Store one embedding vector per message seq, for the embedding ``model``.
+
+        Vectors are kept as float32; a message that already has a vector for ``model`` keeps
+        it (two replicas embedding the same message is not an error). Every seq must be a
+        message of the conversation, else ``StoreError`` and nothing is written.
+        """
+        _check(_text_problem(model, max_chars=MAX_NAME_CHARS), "model")
+        if not model:
+            raise StoreError("model: empty")
+        vectors: dict[int, tuple[int, bytes]] = {}
+        for i, item in enumerate(items):
+            try:
+                seq, vector = item
+            except (TypeError, ValueError):
+                raise StoreError(f"items[{i}]: expected a (seq, vector) pair") from None
+            vectors.setdefault(_check_seq(seq), _vector_bytes(vector, f"items[{i}]"))
+        if not vectors:
+            return
+        m = messages_table
+        now = _now()
+        with self._tx(write=True) as conn:
+            if self._get_conversation(conn, cid) is None:
+                raise NotFoundError(f"no conversation with id {cid!r}")
+            ids: dict[int, int] = {}
+            wanted = sorted(vectors)
+            for first in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[first : first + _IN_CHUNK]
+                stmt = sa.select(m.c.seq, m.c.id).where(
+                    m.c.conversation_id == cid, m.c.seq.in_(chunk)
+                )
+                ids.update((seq, message_id) for seq, message_id in conn.execute(stmt))
+            missing = [seq for seq in wanted if seq not in ids]
+            if missing:
+                shown = ", ".join(str(seq) for seq in missing[:5])
+                raise StoreError(f"seq: {shown} point at no message of conversation {cid!r}")
+            rows = [
+                {
+                    "message_id": ids[seq],
+                    "model": model,
+                    "conversation_id": cid,
+                    "seq": seq,
+                    "dims": dims,
+                    "vector": blob,
+                    "created_at": now,
+                }
+                for seq, (dims, blob) in sorted(vectors.items())
+            ]
+            dialect = sqlite_dialect if self.backend == "sqlite" else pg_dialect
+            insert = dialect.insert(embeddings_table).on_conflict_do_nothing(
+                index_elements=["message_id", "model"]
+            )
+            conn.execute(insert, rows)
+
+    def embeddings(
+        self, cid: str, model: str, before_seq: int | None = None
+    ) -> list[tuple[int, array]]:
+        """The conversation's vectors for ``model`` (``seq < before_seq``), as (seq, float32
+        array) pairs in seq order; [] for an unknown conversation."""
+        e = embeddings_table
+        stmt = sa.select(e.c.seq, e.c.dims, e.c.vector).where(
+            e.c.conversation_id == cid, e.c.model == model
+        )
+        if before_seq is not None:
+            if isinstance(before_seq, bool) or not isinstance(before_seq, int):
+                raise StoreError(f"before_seq: expected an integer, got {_short(before_seq)}")
+            if before_seq <= _MAX_INT:  # above every seq (and beyond a 32-bit parameter)
+                stmt = stmt.where(e.c.seq < before_seq)
+        with self._tx(write=False) as conn:
+            rows = conn.execute(stmt.order_by(e.c.seq)).all()
+        out = []
+        for seq, dims, blob in rows:
+            vector = array("f")
+            vector.frombytes(bytes(blob))
+            if sys.byteorder == "big":
+                vector.byteswap()
+            if len(vector) != dims:
+                log.warning("embedding of message %d in %s is damaged: skipped", seq, cid)
+                continue
+            out.append((seq, vector))
+        return out
 
     # -- summaries and events ----------------------------------------------------------------
 

@@ -1,0 +1,341 @@
+"""Embeddings for recall: an OpenAI-compatible embeddings client and a cosine index.
+
+Optional. With an OpenAI key or a compatible server (``OPENAI_BASE_URL``) chatmem embeds each
+message once (``text-embedding-3-small`` by default, ``CHATMEM_EMBEDDING_MODEL`` to change it
+or ``off`` to turn it off), keeps the vectors beside the messages in the store, and blends
+cosine similarity with BM25 (see ``chatmem.recall.HybridRecall``). The bundled local model
+has no embeddings: recall stays BM25 only, with nothing to download.
+
+Vectors are float32 (``array('f')``), L2-normalised when they arrive, so cosine similarity is
+a dot product. The search is brute force over the conversation's vectors: numpy when it is
+installed (it comes with pandas, which the app needs), plain Python otherwise.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import operator
+import threading
+from array import array
+from collections.abc import Sequence
+from typing import Any
+
+try:  # optional: a matrix product instead of a Python loop (about 100 times faster)
+    import numpy as _np
+except ImportError:  # pragma: no cover - numpy comes with pandas
+    _np = None
+
+from chatmem.config import DEFAULT_EMBEDDING_MODEL
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_EMBEDDING_MODEL",
+    "QUERY_TIMEOUT",
+    "Embedder",
+    "EmbeddingError",
+    "VectorIndex",
+    "normalize",
+]
+
+QUERY_TIMEOUT = 3.0
+"""Seconds the current user message's embedding may take before recall falls back to BM25."""
+BATCH_SIZE = 32
+"""Inputs a request: 32 inputs of at most 8,000 tokens stay under OpenAI's 300k per request."""
+MAX_INPUT_TOKENS = 8000
+"""text-embedding-3 models take 8,191 tokens an input; longer messages are cut to this."""
+_SHORT_TEXT = 2000  # chars: at most 4 UTF-8 bytes each, so at most 8,000 tokens; not encoded
+MAX_DIMS = 16384
+
+
+class EmbeddingError(RuntimeError):
+    """An embeddings call failed. ``retryable`` says whether a later call may succeed.
+
+    ``kind``: timeout, connection, rate_limit, server (worth retrying later); auth,
+    model_not_found (embeddings cannot work with these settings); bad_request, bad_response
+    (these inputs cannot be embedded).
+    """
+
+    def __init__(self, message: str, *, kind: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retryable = retryable
+
+
+def normalize(values: Sequence[float]) -> array:
+    """``values`` as float32, scaled to unit length (a zero vector stays zero)."""
+    vector = array("f", values)
+    norm = math.sqrt(math.fsum(v * v for v in vector))
+    if norm > 0 and abs(norm - 1.0) > 1e-6:
+        vector = array("f", (v / norm for v in vector))
+    return vector
+
+
+def _where(base_url: str | None) -> str:
+    from chatmem.models import public_url
+
+    return "OpenAI" if not base_url else f"the server at {public_url(base_url)}"
+
+
+def _error_from_openai(exc: Exception, where: str, model: str) -> EmbeddingError:
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError):
+        return EmbeddingError(f"{where} took too long to embed.", kind="timeout", retryable=True)
+    if isinstance(exc, openai.APIConnectionError):
+        return EmbeddingError(f"Could not reach {where}.", kind="connection", retryable=True)
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return EmbeddingError(
+            f"{where} refused the embeddings request; check OPENAI_API_KEY.",
+            kind="auth",
+            retryable=False,
+        )
+    if isinstance(exc, openai.NotFoundError):
+        return EmbeddingError(
+            f"{where} does not serve the embedding model {model!r}; set "
+            "CHATMEM_EMBEDDING_MODEL to one it has, or to off.",
+            kind="model_not_found",
+            retryable=False,
+        )
+    if isinstance(exc, openai.RateLimitError):
+        return EmbeddingError(
+            f"{where} is rate-limiting embeddings.", kind="rate_limit", retryable=True
+        )
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code >= 500:
+            return EmbeddingError(
+                f"{where} had an internal error embedding (HTTP {exc.status_code}).",
+                kind="server",
+                retryable=True,
+            )
+        return EmbeddingError(
+            f"{where} refused the embeddings request (HTTP {exc.status_code}).",
+            kind="bad_request",
+            retryable=False,
+        )
+    return EmbeddingError(f"Embedding at {where} failed: {exc}", kind="unknown", retryable=True)
+
+
+class Embedder:
+    """Embeds texts with an OpenAI-compatible ``/v1/embeddings`` endpoint (openai SDK).
+
+    Same key, base URL, timeout and retries as the chat model. ``embed`` returns one unit
+    vector per text, in order, or raises ``EmbeddingError``; it never returns a partial result.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_EMBEDDING_MODEL,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        import openai
+
+        if not model or not model.strip():
+            raise ValueError("The embedding model name is empty.")
+        self.name = model.strip()
+        self.base_url = base_url
+        self.timeout = timeout
+        self.batch_size = max(1, int(batch_size))
+        self._client = openai.OpenAI(
+            api_key=api_key or "not-needed",
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+        self.where = _where(base_url)
+        self.label = f"{self.name} at {self.where}" if base_url else f"{self.name} (OpenAI)"
+        self.calls = 0  # requests sent (for tests and the inspector)
+
+    def __repr__(self) -> str:  # never show the key
+        return f"Embedder(model={self.name!r}, where={self.where!r})"
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+    ) -> list[array]:
+        """One unit vector per text. ``timeout``/``max_retries`` override the defaults."""
+        client = self._client
+        options: dict[str, Any] = {}
+        if timeout is not None:
+            options["timeout"] = timeout
+        if max_retries is not None:
+            options["max_retries"] = max_retries
+        if options:
+            client = client.with_options(**options)
+        out: list[array] = []
+        for first in range(0, len(texts), self.batch_size):
+            batch = [_fit_input(t) for t in texts[first : first + self.batch_size]]
+            out.extend(self._call(client, batch))
+        return out
+
+    def _call(self, client: Any, batch: list[str]) -> list[array]:
+        import openai
+
+        self.calls += 1
+        try:
+            response = client.embeddings.create(
+                model=self.name, input=batch, encoding_format="float"
+            )
+        except openai.OpenAIError as exc:
+            raise _error_from_openai(exc, self.where, self.name) from exc
+        except Exception as exc:  # a transport failure the SDK did not wrap
+            raise EmbeddingError(
+                f"Embedding at {self.where} failed: {type(exc).__name__}.",
+                kind="connection",
+                retryable=True,
+            ) from exc
+        data = sorted(getattr(response, "data", None) or [], key=lambda d: d.index)
+        if len(data) != len(batch) or [d.index for d in data] != list(range(len(batch))):
+            raise EmbeddingError(
+                f"{self.where} returned {len(data)} embeddings for {len(batch)} inputs.",
+                kind="bad_response",
+                retryable=False,
+            )
+        vectors = []
+        for item in data:
+            values = item.embedding
+            if (
+                not isinstance(values, list)
+                or not 0 < len(values) <= MAX_DIMS
+                or not all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+            ):
+                raise EmbeddingError(
+                    f"{self.where} returned an embedding that is not a list of numbers.",
+                    kind="bad_response",
+                    retryable=False,
+                )
+            vectors.append(normalize(values))
+        if len({len(v) for v in vectors}) > 1:
+            raise EmbeddingError(
+                f"{self.where} returned embeddings of different lengths.",
+                kind="bad_response",
+                retryable=False,
+            )
+        return vectors
+
+
+def _fit_input(text: str) -> str:
+    """The text cut to ``MAX_INPUT_TOKENS`` (cl100k, the text-embedding-3 encoding); never
+    empty, which the API refuses."""
+    if not text.strip():
+        return "(empty)"
+    if len(text) <= _SHORT_TEXT:
+        return text
+    from chatmem.tokens import get_encoding
+
+    encoding = get_encoding("cl100k_base")
+    tokens = encoding.encode_ordinary(text)
+    if len(tokens) <= MAX_INPUT_TOKENS:
+        return text
+    return encoding.decode(tokens[:MAX_INPUT_TOKENS])
+
+
+class VectorIndex:
+    """Unit vectors by message seq, searched by cosine similarity (thread-safe).
+
+    All vectors share one length (the first one sets it); a vector of another length is
+    ignored with a log line. Stored flat in one float32 array, so numpy can view it as a
+    matrix without copying.
+    """
+
+    def __init__(self) -> None:
+        self.dims: int | None = None
+        self._seqs = array("q")
+        self._flat = array("f")
+        self._row: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._seqs)
+
+    def __contains__(self, seq: object) -> bool:
+        return seq in self._row
+
+    def add(self, seq: int, vector: Sequence[float]) -> bool:
+        """Add a unit vector (see ``normalize``); False if the seq is known or the length is off."""
+        with self._lock:
+            if seq in self._row:
+                return False
+            if self.dims is None:
+                self.dims = len(vector)
+            elif len(vector) != self.dims:
+                log.warning(
+                    "embedding of message %d has %d dimensions, not %d: ignored",
+                    seq,
+                    len(vector),
+                    self.dims,
+                )
+                return False
+            self._row[seq] = len(self._seqs)
+            self._seqs.append(seq)
+            self._flat.extend(vector if isinstance(vector, array) else array("f", vector))
+            return True
+
+    def get(self, seq: int) -> array | None:
+        with self._lock:
+            row = self._row.get(seq)
+            if row is None or self.dims is None:
+                return None
+            return self._flat[row * self.dims : (row + 1) * self.dims]
+
+    def search(
+        self,
+        query: Sequence[float],
+        *,
+        before_seq: int | None = None,
+        limit: int = 20,
+        min_similarity: float = 0.0,
+    ) -> list[tuple[int, float]]:
+        """The ``limit`` most similar vectors with ``seq < before_seq``, as (seq, cosine),
+        most similar first; only those above ``min_similarity``."""
+        with self._lock:
+            if not self._seqs or limit <= 0 or len(query) != self.dims:
+                return []
+            if _np is not None:
+                return self._search_numpy(query, before_seq, limit, min_similarity)
+            return self._search_python(query, before_seq, limit, min_similarity)
+
+    def _search_numpy(
+        self, query: Sequence[float], before_seq: int | None, limit: int, floor: float
+    ) -> list[tuple[int, float]]:
+        assert _np is not None and self.dims is not None
+        matrix = _np.frombuffer(self._flat, dtype=_np.float32).reshape(-1, self.dims)
+        seqs = _np.frombuffer(self._seqs, dtype=_np.int64)
+        scores = matrix @ _np.asarray(query, dtype=_np.float32)
+        del matrix  # release the buffer view so the array can grow again
+        ok = scores > floor
+        if before_seq is not None:
+            ok &= seqs < before_seq
+        rows = _np.flatnonzero(ok)
+        if len(rows) > limit:
+            rows = rows[_np.argpartition(-scores[rows], limit - 1)[:limit]]
+        found = [(int(seqs[r]), float(scores[r])) for r in rows]
+        del seqs
+        found.sort(key=lambda hit: (-hit[1], -hit[0]))
+        return found
+
+    def _search_python(
+        self, query: Sequence[float], before_seq: int | None, limit: int, floor: float
+    ) -> list[tuple[int, float]]:
+        assert self.dims is not None
+        dims, flat, mul = self.dims, self._flat, operator.mul
+        query = list(query)
+        scored = []
+        for row, seq in enumerate(self._seqs):
+            if before_seq is not None and seq >= before_seq:
+                continue
+            score = sum(map(mul, query, flat[row * dims : (row + 1) * dims]))
+            if score > floor:
+                scored.append((score, seq))
+        best = heapq.nlargest(limit, scored)
+        return [(seq, score) for score, seq in best]
