@@ -1,14 +1,20 @@
 """chatmem in the browser: ``streamlit run app.py``.
 
-The entry point is the frame around every page: navigation, one conversation per browser
-session, and the memory inspector in the sidebar. The pages live in ``pages/``.
+The entry point is the frame around every page: sign-in (when ``CHATMEM_REQUIRE_LOGIN=1``),
+navigation, one conversation per browser session, and the memory inspector in the sidebar.
+The pages live in ``pages/``.
 """
 
 import streamlit as st
 
-from chatmem.ui import ensure_session, render_sidebar
+from chatmem.ui import ensure_session, login_blocked, render_login_page, render_sidebar
 
 st.set_page_config(page_title="chatmem", page_icon=":material/memory:", layout="centered")
+
+if login_blocked():
+    # The navigation holds the login page only: no other page can be reached signed out.
+    st.navigation([st.Page(render_login_page, title="Sign in")], position="hidden").run()
+    st.stop()
 
 page = st.navigation(
     [

@@ -1,4 +1,4 @@
-"""Conversations: saved chats (placeholder until the chat saves to storage)."""
+"""Conversations: saved chats to search, open, rename, delete, export and import."""
 
 from chatmem.ui import render_conversations_page
 

@@ -1,4 +1,5 @@
-"""Inspector: the exact next request, summary versions, tokens per call, events."""
+"""Inspector: the next request, what recall brought back and why, summary versions, tokens
+per call, events."""
 
 from chatmem.ui import render_inspector_page
 

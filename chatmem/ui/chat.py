@@ -1,5 +1,8 @@
 """The chat page: history, the streaming reply, errors with Retry, New chat.
 
+Every message is stored before the model is called; the first one puts the conversation's id
+in the URL (``?c=<id>``), so a reload reopens it.
+
 A turn takes two runs. Submitting calls :func:`_on_submit` before the script runs, which
 marks the session busy, so the run that sends the message already draws the chat input
 disabled. When the reply has streamed, one more rerun draws everything in its final state
@@ -14,7 +17,15 @@ import streamlit as st
 
 from chatmem.memory import ContextOverflow
 from chatmem.models import ModelError
-from chatmem.ui.state import PAGE_SIZE, ChatSession, new_chat, require_session
+from chatmem.store import StoreError
+from chatmem.ui.state import (
+    ChatSession,
+    model_label,
+    new_chat,
+    require_session,
+    show_id_in_url,
+    shown,
+)
 from chatmem.ui.text import first_upper, safe_markdown, stream_safe
 
 CHAT_INPUT_KEY = "chat_input"
@@ -22,6 +33,7 @@ INTERRUPTED = "The reply was stopped before it finished."
 STATUS_NOTES = {
     "incomplete": "Cut off before it finished.",
     "too_long": "Not sent: too long for the budget.",
+    "failed": "Failed: not sent to the model.",
 }
 
 
@@ -29,6 +41,9 @@ def render_chat_page() -> None:
     """Draw the chat page for this browser session."""
     sess = require_session()
     _header(sess)
+    if sess.missing is not None:
+        _missing(sess)
+        return
     _history(sess)
     if not sess.busy:
         _problems(sess)
@@ -49,7 +64,7 @@ def _header(sess: ChatSession) -> None:
     left, right = st.columns([4, 1], vertical_alignment="bottom")
     with left:
         st.markdown("## Chat")
-        st.caption(f"Answering: **{sess.bot.model_label}**")
+        st.caption(f"Answering: **{model_label(sess.bot)}**")
     with right:
         st.button(
             "New chat",
@@ -61,6 +76,23 @@ def _header(sess: ChatSession) -> None:
         )
 
 
+def _missing(sess: ChatSession) -> None:
+    """The URL names a conversation this session cannot open: say so, offer a new chat."""
+    st.warning(shown(sess.missing_reason, sess.bot), icon=":material/search_off:")
+    left, right = st.columns(2)
+    with left:
+        st.button(
+            "Start a new chat",
+            key="missing_new_chat",
+            icon=":material/add_comment:",
+            type="primary",
+            on_click=new_chat,
+            width="stretch",
+        )
+    with right:
+        st.page_link("pages/conversations.py", label="Saved conversations", icon=":material/forum:")
+
+
 def _history(sess: ChatSession) -> None:
     entries = sess.transcript
     if not entries and not sess.busy:
@@ -69,7 +101,7 @@ def _history(sess: ChatSession) -> None:
             "outgrows the budget; the sidebar shows what the next request will hold."
         )
         return
-    hidden = max(0, len(entries) - sess.show)
+    hidden = sess.hidden()
     if hidden:
         st.button(
             f"Show earlier messages ({hidden:,} hidden)",
@@ -78,7 +110,7 @@ def _history(sess: ChatSession) -> None:
             on_click=_show_more,
             args=(sess,),
         )
-    for entry in entries[hidden:]:
+    for entry in entries[max(0, len(entries) - sess.show) :]:
         with st.chat_message(entry["role"]):
             st.markdown(safe_markdown(entry["content"]))
             note = STATUS_NOTES.get(entry.get("status", "ok"))
@@ -88,18 +120,18 @@ def _history(sess: ChatSession) -> None:
 
 def _problems(sess: ChatSession) -> None:
     if sess.notice:
-        st.warning(sess.notice, icon=":material/warning:")
+        st.warning(shown(sess.notice, sess.bot), icon=":material/warning:")
     if sess.error:
-        st.error(sess.error, icon=":material/error:")
-        if sess.can_retry:
-            st.button(
-                "Retry",
-                key="retry",
-                icon=":material/refresh:",
-                type="primary",
-                on_click=_on_retry,
-                args=(sess,),
-            )
+        st.error(shown(sess.error, sess.bot), icon=":material/error:")
+    if sess.can_retry and (sess.error or sess.notice):
+        st.button(
+            "Retry",
+            key="retry",
+            icon=":material/refresh:",
+            type="primary",
+            on_click=_on_retry,
+            args=(sess,),
+        )
 
 
 # -- callbacks (run before the script) ---------------------------------------------------
@@ -112,6 +144,7 @@ def _on_submit(sess: ChatSession) -> None:
     sess.retry = False
     sess.error = None
     sess.notice = None
+    sess.can_retry = False
 
 
 def _on_retry(sess: ChatSession) -> None:
@@ -124,7 +157,10 @@ def _on_retry(sess: ChatSession) -> None:
 
 
 def _show_more(sess: ChatSession) -> None:
-    sess.show += PAGE_SIZE
+    try:
+        sess.show_earlier()
+    except StoreError as exc:
+        sess.notice = f"Earlier messages could not be read: {exc}"
 
 
 # -- the turn -----------------------------------------------------------------------------
@@ -160,15 +196,20 @@ def _turn(sess: ChatSession) -> None:
 
 def _send_user(sess: ChatSession, text: str) -> bool:
     try:
-        sess.bot.add_user_message(text)
+        msg = sess.bot.add_user_message(text)
     except ContextOverflow as exc:
         sess.add("user", text, "too_long")  # kept (and stored), but never sent
         sess.notice = str(exc)
+        show_id_in_url(sess)
+        return False
+    except StoreError as exc:
+        sess.notice = f"The message could not be saved, so it was not sent: {exc}"
         return False
     except ValueError as exc:  # empty or blank
         sess.notice = str(exc)
         return False
-    sess.add("user", text)
+    sess.add("user", text, seq=msg.seq)
+    show_id_in_url(sess)  # the conversation exists now: a reload reopens it
     with st.chat_message("user"):
         st.markdown(safe_markdown(text))
     return True
@@ -198,6 +239,14 @@ def _stream_reply(sess: ChatSession, partial: list[str]) -> None:
         sess.error = str(exc)
         sess.can_retry = True
         return
-    sess.add("assistant", "".join(partial))
+    except StoreError as exc:
+        if partial:
+            sess.add("assistant", "".join(partial), "incomplete")
+        sess.error = f"The conversation could not be saved: {exc}"
+        sess.can_retry = True
+        return
+    newest = sess.bot.memory.messages[-1] if sess.bot.memory.messages else None
+    seq = newest.seq if newest is not None and newest.role == "assistant" else None
+    sess.add("assistant", "".join(partial), seq=seq)
     sess.error = None
     sess.can_retry = False

@@ -8,7 +8,13 @@ import streamlit as st
 from chatmem.sample_conversation import FACT_QUESTIONS, SYSTEM_PROMPT, USER_TURNS
 from chatmem.ui.charts import line_chart
 from chatmem.ui.replay import STRATEGIES, ReplayResult, replay
-from chatmem.ui.state import MAX_TOKENS_FLOOR, ChatSession, max_tokens_limit, require_session
+from chatmem.ui.state import (
+    MAX_TOKENS_FLOOR,
+    ChatSession,
+    max_tokens_limit,
+    model_label,
+    require_session,
+)
 
 RESULT_KEY = "compare_result"
 TURNS_KEY = "compare_turns"
@@ -30,7 +36,7 @@ def render_compare_page() -> None:
         f"Replays the first user turns of a shipped {len(USER_TURNS)}-turn conversation (a week "
         "in Lisbon; names, numbers and decisions come in the first ten turns) through three "
         "strategies, then asks each what it still knows. Model: "
-        f"**{sess.bot.model_label}**."
+        f"**{model_label(sess.bot)}**."
     )
     local = sess.bot.settings.uses_local_model
     reserve = sess.bot.memory.reply_reserve

@@ -1,14 +1,25 @@
-"""The inspector page: the exact next request, summary versions, tokens per call, events."""
+"""The inspector page: the next request, what recall brought back and why, summary
+versions, tokens per call, events.
+
+With a store, summary versions and events come from it, so a reopened conversation shows
+its whole history, not only what happened since this browser session started.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from chatmem.memory import ContextOverflow
+from chatmem.store import StoreError
 from chatmem.ui.charts import stats_chart
-from chatmem.ui.state import ChatSession, require_session
-from chatmem.ui.text import clock, safe_markdown
+from chatmem.ui.recalled import MessageLookup, next_request, recall_turns
+from chatmem.ui.state import ChatSession, SummaryVersion, model_label, require_session, shown
+from chatmem.ui.text import clock, preview, safe_markdown
+
+Events = list[tuple[str, dict[str, Any], Any]]  # (kind, data with "message", when)
 
 
 def render_inspector_page() -> None:
@@ -17,26 +28,40 @@ def render_inspector_page() -> None:
     sess = require_session()
     st.markdown("## Memory inspector")
     st.caption(
-        f"Model: **{sess.bot.model_label}** · budget {sess.bot.max_tokens:,} tokens · "
+        f"Model: **{model_label(sess.bot)}** · budget {sess.bot.max_tokens:,} tokens · "
         f"keep_recent {sess.bot.keep_recent} · {len(sess.bot.memory.messages):,} messages in "
         "memory"
     )
-    request, summaries, tokens, events = st.tabs(
-        ["Next request", "Summary versions", "Tokens per call", "Event log"]
+    events = _events(sess)
+    request, recall, summaries, tokens, log = st.tabs(
+        ["Next request", "Recall", "Summary versions", "Tokens per call", "Event log"]
     )
     with request:
         _next_request(sess)
+    with recall:
+        _recall(sess, events)
     with summaries:
-        _summary_versions(sess)
+        _summary_versions(sess, events)
     with tokens:
         _tokens_per_call(sess)
-    with events:
-        _event_log(sess)
+    with log:
+        _event_log(events)
+
+
+def _events(sess: ChatSession) -> Events:
+    """The conversation's events, oldest first: from the store when there is one."""
+    cid, store = sess.conversation_id, sess.store
+    if cid is not None and store is not None:
+        try:
+            return [(e.kind, e.data, e.created_at.timestamp()) for e in store.list_events(cid)]
+        except StoreError as exc:
+            st.warning(f"The stored events could not be read: {exc}", icon=":material/warning:")
+    return [(e.kind, {"message": e.message, **e.data}, e.at) for e in sess.bot.events]
 
 
 def _next_request(sess: ChatSession) -> None:
     try:
-        context = sess.bot.context()
+        context = next_request(sess.bot)
     except ContextOverflow as exc:
         st.warning(str(exc), icon=":material/warning:")
         return
@@ -48,6 +73,11 @@ def _next_request(sess: ChatSession) -> None:
     cols[3].metric("Left out (trimmed)", f"{context.trimmed:,}")
     if context.dropped_summary:
         st.warning("The summary did not fit this budget and is left out of this request.")
+    if context.recalled:
+        st.caption(
+            f"The recalled part holds the {len(context.recalled)} older message(s) recalled for "
+            "your last message; your next message recalls its own (see Recall)."
+        )
     rows = [
         {
             "#": i,
@@ -78,10 +108,105 @@ def _next_request(sess: ChatSession) -> None:
     )
 
 
-def _summary_versions(sess: ChatSession) -> None:
-    versions = list(sess.summary_versions)
+def _recall(sess: ChatSession, events: Events) -> None:
+    bot = sess.bot
+    state = "on" if bot.recall else "off (the sidebar switch)"
+    st.caption(
+        f"Recall is {state}. When older messages are out of the request (folded or trimmed), "
+        "the ones that share the most telling words with your message are brought back, "
+        "within a share of the budget. Score: the search's relevance (higher is closer)."
+    )
+    cid, store = sess.conversation_id, sess.store
+
+    def fetch(seq: int) -> tuple[str, str] | None:
+        if cid is None or store is None:
+            return None
+        found = store.messages(cid, after_seq=seq - 1, before_seq=seq + 1)
+        return (found[0].name or found[0].role, found[0].content) if found else None
+
+    lookup = MessageLookup(bot.memory.messages, fetch, sess.snippets)
+    try:
+        turns = recall_turns(events, lookup, bot.last_context)
+    except StoreError as exc:
+        st.warning(f"Recalled messages could not be read: {exc}", icon=":material/warning:")
+        return
+    last = bot.last_context
+    if last is not None and last.dropped_recalled:
+        share = int(last.budget.limit * bot.memory.recall_share)
+        st.caption(
+            f"For your last message, {last.dropped_recalled} more matching older message(s) "
+            f"did not fit recall's share of the budget ({share:,} tokens)."
+        )
+    if not turns:
+        st.info(
+            "Nothing recalled yet: recall starts once older messages have left the request "
+            "(after a fold, or when they are trimmed), and only brings back ones that match.",
+            icon=":material/info:",
+        )
+        return
+    st.caption(f"{len(turns)} turn(s) with recall, newest first.")
+    for number, turn in enumerate(turns):
+        asked = f"“{preview(turn.for_text, 70)}”" if turn.for_text else "a message"
+        where = f" (#{turn.for_seq})" if turn.for_seq is not None else ""
+        label = f"{clock(turn.at)} · for {asked}{where} · {len(turn.hits)} recalled"
+        with st.expander(label, expanded=number == 0):
+            frame = pd.DataFrame(
+                [
+                    {
+                        "seq": hit.seq,
+                        "score": round(hit.score, 3),
+                        "matched words": ", ".join(hit.matched) or "—",
+                        "snippet": hit.snippet,
+                    }
+                    for hit in turn.hits
+                ],
+                columns=["seq", "score", "matched words", "snippet"],
+            )
+            st.dataframe(
+                frame,
+                hide_index=True,
+                width="stretch",
+                column_config={
+                    "seq": st.column_config.NumberColumn(width="small", format="%d"),
+                    "score": st.column_config.NumberColumn(width="small", format="%.3f"),
+                    "matched words": st.column_config.TextColumn(width="small"),
+                    "snippet": st.column_config.TextColumn(width="large"),
+                },
+            )
+
+
+def _stored_versions(sess: ChatSession, events: Events) -> list[SummaryVersion] | None:
+    """Every summary version in the store, with its fold's numbers where an event has them."""
+    cid, store = sess.conversation_id, sess.store
+    if cid is None or store is None:
+        return None
+    try:
+        stored = store.list_summaries(cid)
+    except StoreError:
+        return None
+    folds = {
+        data.get("covers_seq"): data
+        for kind, data, _ in events
+        if kind == "fold" and isinstance(data.get("covers_seq"), int)
+    }
+    return [
+        SummaryVersion(
+            number=number,
+            text=s.text,
+            tokens=s.tokens,
+            covers_seq=s.covers_seq,
+            created_at=s.created_at.timestamp(),
+            messages=folds.get(s.covers_seq, {}).get("messages"),
+            before_tokens=folds.get(s.covers_seq, {}).get("before_tokens"),
+        )
+        for number, s in enumerate(stored, start=1)
+    ]
+
+
+def _summary_versions(sess: ChatSession, events: Events) -> None:
+    versions = _stored_versions(sess, events) or list(sess.summary_versions)
     summary = sess.bot.memory.summary
-    if summary is not None and (not versions or versions[-1].created_at != summary.created_at):
+    if summary is not None and (not versions or versions[-1].covers_seq != summary.covers_seq):
         st.caption("The current summary was made before this page started tracking versions.")
     if not versions:
         if summary is None:
@@ -133,13 +258,15 @@ def _tokens_per_call(sess: ChatSession) -> None:
     st.dataframe(frame, hide_index=True, width="stretch")
 
 
-def _event_log(sess: ChatSession) -> None:
-    events = list(sess.bot.events)
+def _event_log(events: Events) -> None:
     if not events:
-        st.info("No events yet: folds, trims and errors are listed here.")
+        st.info("No events yet: folds, trims, recalls and errors are listed here.")
         return
     frame = pd.DataFrame(
-        [{"time": clock(e.at), "kind": e.kind, "message": e.message} for e in reversed(events)]
+        [
+            {"time": clock(at), "kind": kind, "message": shown(str(data.get("message", "")))}
+            for kind, data, at in reversed(events)
+        ]
     )
     st.dataframe(
         frame,

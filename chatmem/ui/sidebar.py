@@ -1,4 +1,5 @@
-"""The sidebar inspector, shown on every page: budget gauge, summary, fold notices, sliders.
+"""The sidebar inspector, shown on every page: budget gauge, summary, fold notices, sliders,
+the recall switch, and who is signed in (or that the app is in local mode).
 
 Folds run on a background thread. The live part of the sidebar is a fragment that polls
 (``run_every``) only while a fold is running; when the fold lands it triggers one full rerun
@@ -11,19 +12,25 @@ import streamlit as st
 
 from chatmem.memory import ContextOverflow
 from chatmem.ui.charts import GAUGE_COLOR_NAMES, WARN_AT, budget_share, gauge_html
+from chatmem.ui.recalled import next_request
 from chatmem.ui.state import (
     KEEP_RECENT_KEY,
     KEEP_RECENT_RANGE,
     MAX_TOKENS_FLOOR,
     MAX_TOKENS_KEY,
+    RECALL_KEY,
     ChatSession,
     max_tokens_limit,
     setup_error,
+    shown,
+    signed_in,
 )
 from chatmem.ui.text import ago, clock, safe_markdown
 
 POLL_SECONDS = 1.0
 TOAST_ICONS = {"fold": ":material/compress:", "fold_failed": ":material/warning:"}
+LOCAL_ADDRESSES = ("localhost", "127.0.0.1", "::1")
+LOCAL_MODE = "Local mode: no sign-in; serving on localhost only"
 
 
 def render_sidebar(sess: ChatSession | None) -> None:
@@ -37,6 +44,7 @@ def render_sidebar(sess: ChatSession | None) -> None:
             st.info(note, icon=":material/info:")
         _live_panel(sess)
         _settings(sess)
+        _access(sess)
 
 
 def _live_panel(sess: ChatSession) -> None:
@@ -48,7 +56,7 @@ def _live_panel(sess: ChatSession) -> None:
             st.rerun()  # the fold landed: redraw everything once, without the poll
         for event in sess.new_events():
             if event.kind in TOAST_ICONS:
-                st.toast(event.message, icon=TOAST_ICONS[event.kind])
+                st.toast(shown(event.message, sess.bot), icon=TOAST_ICONS[event.kind])
         if sess.bot.folding:
             st.info("Folding older messages into the summary…", icon=":material/hourglass_top:")
         _gauge(sess)
@@ -61,10 +69,11 @@ def _gauge(sess: ChatSession) -> None:
     bot = sess.bot
     with st.container(key="gauge"):
         try:
-            budget = bot.budget()
+            context = next_request(bot)
         except ContextOverflow as exc:
             st.warning(str(exc), icon=":material/warning:")
             return
+        budget = context.budget
         share = budget_share(budget)
         text = f"**{budget.total:,}** / {budget.limit:,} tokens ({share:.0%})"
         if share >= WARN_AT:
@@ -80,7 +89,14 @@ def _gauge(sess: ChatSession) -> None:
         legend = " ".join(
             f":{GAUGE_COLOR_NAMES[name]}[■] {name} {tokens:,}" for name, tokens in parts.items()
         )
-        st.caption(f"{legend}  \nand {budget.reply_reserve:,} more reserved for the reply")
+        recalled = (
+            f"  \n{len(context.recalled)} older message(s) recalled for your last message"
+            if context.recalled
+            else ""
+        )
+        st.caption(
+            f"{legend}  \nand {budget.reply_reserve:,} more reserved for the reply{recalled}"
+        )
 
 
 def _summary(sess: ChatSession) -> None:
@@ -118,6 +134,10 @@ def _apply_keep_recent(sess: ChatSession) -> None:
         st.session_state[KEEP_RECENT_KEY] = sess.bot.keep_recent
 
 
+def _apply_recall(sess: ChatSession) -> None:
+    sess.bot.recall = bool(st.session_state[RECALL_KEY])
+
+
 def _settings(sess: ChatSession) -> None:
     bot = sess.bot
     top = max(max_tokens_limit(bot), bot.max_tokens)
@@ -147,7 +167,38 @@ def _settings(sess: ChatSession) -> None:
         args=(sess,),
         help="How many of the newest messages stay word for word after a fold.",
     )
+    if st.session_state.get(RECALL_KEY) is None:
+        st.session_state[RECALL_KEY] = bot.recall
+    elif bool(st.session_state[RECALL_KEY]) != bot.recall:
+        bot.recall = bool(st.session_state[RECALL_KEY])  # e.g. a conversation just opened
+    st.toggle(
+        "Recall older messages",
+        key=RECALL_KEY,
+        on_change=_apply_recall,
+        args=(sess,),
+        help="Bring back older messages that matter to the one you send (found by their "
+        "words), within a share of the budget. The inspector shows what was recalled and why.",
+    )
     if sess.settings_notice:
         st.warning(sess.settings_notice, icon=":material/warning:")
         sess.settings_notice = None
     st.caption(f"Tokens counted with {bot.memory.counter.label or bot.model.name}.")
+
+
+def _access(sess: ChatSession) -> None:
+    """Who is signed in, or that there is no sign-in and where the app listens."""
+    if sess.bot.settings.require_login:
+        if signed_in():
+            who = st.user.get("email") or st.user.get("name") or "you"
+            st.caption(f"Signed in as {safe_markdown(str(who))}")
+            st.button("Log out", key="logout", icon=":material/logout:", on_click=st.logout)
+        return
+    address = st.get_option("server.address")
+    if address in LOCAL_ADDRESSES:
+        st.caption(LOCAL_MODE)
+    else:
+        where = f"on {safe_markdown(str(address))}" if address else "on every network interface"
+        st.caption(
+            f":orange[No sign-in, and the server listens {where}: anyone who can reach it "
+            "can read every conversation. Set CHATMEM_REQUIRE_LOGIN=1, or serve on localhost.]"
+        )

@@ -1,12 +1,19 @@
-"""Per-browser-session state: one ChatMemory and what the UI shows about it.
+"""Per-browser-session state: one ChatMemory, the store it writes to, and what the UI shows.
 
 Everything here lives in ``st.session_state`` under :data:`SESSION_KEY`. The fold worker
 thread never calls Streamlit: its only UI hook appends to a plain list
 (:attr:`ChatSession.summary_versions`), which the script thread reads on the next run.
+
+Conversations are durable: one :class:`~chatmem.store.Store` per process (``st.cache_resource``,
+URL from ``CHATMEM_DATABASE_URL``, a SQLite file under ``.chatmem/`` by default) receives every
+message before the model is called. The open conversation's id travels in the URL as
+``?c=<id>``, set when the first message is stored, so a reload or a shared link reopens it.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,18 +21,38 @@ from typing import Any
 import streamlit as st
 
 from chatmem.config import Settings, SettingsError, load_settings
-from chatmem.models import ModelError, make_model
+from chatmem.models import ChatModel, ModelError, make_model
 from chatmem.session import ChatMemory, Event
-from chatmem.ui.text import first_upper
+from chatmem.store import ConversationInfo, Store, StoredMessage, StoreError, resolve_database_url
+from chatmem.ui.text import first_upper, redact
 
 SESSION_KEY = "chatmem"
 ERROR_KEY = "chatmem_error"
-MAX_TOKENS_KEY = "max_tokens"  # the sidebar slider keys (tests and e2e find them by key)
+SETTINGS_KEY = "chatmem_settings"
+MAX_TOKENS_KEY = "max_tokens"  # the sidebar widget keys (tests and e2e find them by key)
 KEEP_RECENT_KEY = "keep_recent"
+RECALL_KEY = "recall"
+QUERY_KEY = "c"  # ?c=<conversation id>
 MAX_TOKENS_FLOOR = 256
 MAX_TOKENS_CAP = 32_000
 KEEP_RECENT_RANGE = (2, 40)
 PAGE_SIZE = 50  # messages rendered at once; older ones behind "Show earlier messages"
+_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+UNAVAILABLE = (
+    "There is no conversation with this id that you can open: it may have been deleted, or "
+    "the link is incomplete."
+)
+NO_REPLY = (
+    "No reply to your last message was saved: the app may have stopped while it was "
+    "answering. Retry to ask again."
+)
+
+CUT_OFF = "The last reply was cut off before it finished. Retry to ask again."
+
+
+class ConversationUnavailable(LookupError):
+    """The conversation in the URL does not exist, or belongs to someone else."""
 
 
 @dataclass
@@ -46,7 +73,10 @@ class ChatSession:
     """One browser session's conversation and the UI state around it."""
 
     bot: ChatMemory
-    transcript: list[dict[str, Any]] = field(default_factory=list)  # role, content, status
+    store: Store | None = None
+    owner: str | None = None  # who the conversation belongs to (None: local mode)
+    # role, content, status ("ok", "failed", "incomplete", "too_long") and seq when stored
+    transcript: list[dict[str, Any]] = field(default_factory=list)
     summary_versions: list[SummaryVersion] = field(default_factory=list)
     seen_events: int = 0  # events already toasted
     busy: bool = False  # a reply is being produced; the chat input is disabled
@@ -58,6 +88,10 @@ class ChatSession:
     settings_notice: str | None = None  # a slider value the memory refused
     show: int = PAGE_SIZE  # how many of the newest transcript entries to render
     setup_notes: list[str] = field(default_factory=list)
+    missing: str | None = None  # a conversation id from the URL that cannot be opened
+    missing_reason: str = UNAVAILABLE
+    older_done: bool = False  # the store has nothing older than the transcript's first entry
+    snippets: dict[int, tuple[str, str]] = field(default_factory=dict)  # seq -> speaker, text
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -89,12 +123,63 @@ class ChatSession:
         self.seen_events += len(events)
         return events
 
-    def add(self, role: str, content: str, status: str = "ok") -> None:
-        self.transcript.append({"role": role, "content": content, "status": status})
+    def add(self, role: str, content: str, status: str = "ok", seq: int | None = None) -> None:
+        self.transcript.append({"role": role, "content": content, "status": status, "seq": seq})
+
+    @property
+    def conversation_id(self) -> str | None:
+        return self.bot.conversation_id
+
+    def stored_before(self) -> int:
+        """Messages in the store older than the oldest one in the transcript."""
+        if not self.transcript or self.store is None or self.conversation_id is None:
+            return 0
+        if self.older_done:
+            return 0
+        first = self.transcript[0].get("seq")
+        return first - 1 if isinstance(first, int) and first > 1 else 0
+
+    def hidden(self) -> int:
+        """Messages not on screen: older transcript entries plus older stored ones."""
+        return max(0, len(self.transcript) - self.show) + self.stored_before()
+
+    def show_earlier(self, count: int = PAGE_SIZE) -> None:
+        """Put ``count`` more older messages on screen, reading older pages from the store."""
+        off_screen = max(0, len(self.transcript) - self.show)
+        if off_screen < count and self.stored_before():
+            assert self.store is not None and self.conversation_id is not None
+            first = self.transcript[0]["seq"]
+            older = self.store.messages(
+                self.conversation_id, before_seq=first, limit=count - off_screen
+            )
+            self.transcript[:0] = [entry_for(m) for m in older]
+            self.older_done = len(older) < count - off_screen
+        self.show += count
+
+
+def entry_for(message: StoredMessage) -> dict[str, Any]:
+    """A transcript entry for a stored message."""
+    return {
+        "role": message.role,
+        "content": message.content,
+        "status": message.status,
+        "seq": message.seq,
+    }
 
 
 def _clamp(value: int, low: int, high: int) -> int:
     return max(low, min(high, value))
+
+
+def shown(text: str, bot: ChatMemory | None = None) -> str:
+    """``text`` with URL passwords and the API key taken out, before it goes on a page."""
+    key = bot.settings.api_key if bot is not None else None
+    return redact(text, key, os.environ.get("OPENAI_API_KEY"))
+
+
+def model_label(bot: ChatMemory) -> str:
+    """Who is answering, fit to show (never a key or a URL password)."""
+    return shown(bot.model_label, bot)
 
 
 def max_tokens_limit(bot: ChatMemory) -> int:
@@ -103,15 +188,67 @@ def max_tokens_limit(bot: ChatMemory) -> int:
     return max(MAX_TOKENS_FLOOR, min(MAX_TOKENS_CAP, window))
 
 
-def create_session(
-    settings: Settings | None = None,
-    *,
-    max_tokens: int | None = None,
-    keep_recent: int | None = None,
-) -> ChatSession:
-    """A new conversation from the settings. Raises SettingsError or ModelError."""
-    settings = settings or load_settings()
-    model = make_model(
+# -- settings, store and who is asking ----------------------------------------------------
+def app_settings() -> Settings:
+    """The settings, read once per browser session. Raises SettingsError."""
+    settings = st.session_state.get(SETTINGS_KEY)
+    if isinstance(settings, Settings):
+        return settings
+    settings = load_settings()
+    st.session_state[SETTINGS_KEY] = settings
+    return settings
+
+
+@st.cache_resource(show_spinner=False, max_entries=4, on_release=lambda store: store.close())
+def _open_store(url: str) -> Store:
+    return Store(url)
+
+
+def shared_store(settings: Settings) -> Store:
+    """The process's one store for ``settings.database_url``. Raises StoreError."""
+    url = resolve_database_url(settings.database_url)  # relative paths made absolute
+    return _open_store(url.render_as_string(hide_password=False))
+
+
+def signed_in() -> bool:
+    """True when Streamlit's OIDC sign-in (``st.login``) says a user is logged in."""
+    return bool(st.user.get("is_logged_in", False))
+
+
+def current_owner(settings: Settings) -> str | None:
+    """Whose conversations this session sees: the signed-in user's email (or subject id)
+    when sign-in is required; None (everything, local mode) when it is not."""
+    if not settings.require_login:
+        return None
+    if not signed_in():
+        raise PermissionError("Sign in to see conversations.")
+    owner = st.user.get("email") or st.user.get("sub")
+    if not owner:
+        raise PermissionError("The sign-in did not say who you are (no email or subject id).")
+    return str(owner)
+
+
+def may_open(info: ConversationInfo, owner: str | None, login_required: bool) -> bool:
+    """Whether a session of ``owner`` may open (or change) the conversation ``info``."""
+    return not login_required or (owner is not None and info.owner == owner)
+
+
+def requested_id() -> str | None:
+    """The conversation id in the URL (``?c=``), if it looks like one."""
+    raw = st.query_params.get(QUERY_KEY)
+    return raw[:64] if raw else None
+
+
+def show_id_in_url(sess: ChatSession) -> None:
+    """Keep ``?c=<id>`` in the address bar while a stored conversation is open."""
+    cid = sess.conversation_id
+    if cid and st.query_params.get(QUERY_KEY) != cid:
+        st.query_params[QUERY_KEY] = cid
+
+
+# -- making sessions ----------------------------------------------------------------------
+def _model(settings: Settings) -> ChatModel:
+    return make_model(
         settings.model,
         api_key=settings.api_key,
         base_url=settings.base_url,
@@ -120,8 +257,9 @@ def create_session(
         context_window=settings.context_window,
         local_path=settings.local_model_path,
     )
-    notes: list[str] = []
-    wanted = max_tokens if max_tokens is not None else settings.max_tokens
+
+
+def _fit_budget(wanted: int, model: ChatModel, settings: Settings, notes: list[str]) -> int:
     room = model.context_window - settings.reply_reserve
     if wanted > room:
         asked, wanted = wanted, max(MAX_TOKENS_FLOOR, min(MAX_TOKENS_CAP, room))
@@ -129,47 +267,165 @@ def create_session(
             f"max_tokens {asked:,} does not fit {model.name}'s context window "
             f"of {model.context_window:,} tokens with the reply reserve; using {wanted:,}."
         )
+    return max(MAX_TOKENS_FLOOR, wanted)
+
+
+def create_session(
+    settings: Settings | None = None,
+    *,
+    max_tokens: int | None = None,
+    keep_recent: int | None = None,
+    store: Store | None = None,
+    owner: str | None = None,
+    recall: bool = True,
+) -> ChatSession:
+    """A new conversation from the settings. Raises SettingsError or ModelError.
+
+    With a store, the conversation is saved from its first message on (not before, so an
+    unused session leaves nothing behind).
+    """
+    settings = settings or load_settings()
+    model = _model(settings)
+    notes: list[str] = []
+    wanted = max_tokens if max_tokens is not None else settings.max_tokens
     try:
         bot = ChatMemory(
             model=model,
             settings=settings,
-            max_tokens=max(MAX_TOKENS_FLOOR, wanted),
+            max_tokens=_fit_budget(wanted, model, settings, notes),
             keep_recent=_clamp(settings.keep_recent, *KEEP_RECENT_RANGE),
             summary_max_tokens=settings.summary_max_tokens,
             reply_reserve=settings.reply_reserve,
+            recall=recall,
+            store=store,
+            owner=owner,
+            defer_create=True,
         )
     except ValueError as exc:  # a budget that cannot work with this model
         raise SettingsError(first_upper(str(exc))) from None
     if keep_recent is not None:
         bot.keep_recent = _clamp(keep_recent, *KEEP_RECENT_RANGE)
-    return ChatSession(bot=bot, setup_notes=notes)
+    return ChatSession(bot=bot, store=store, owner=owner, setup_notes=notes)
+
+
+def open_session(
+    settings: Settings, store: Store, cid: str, owner: str | None, *, recall: bool = True
+) -> ChatSession:
+    """Reopen a stored conversation with the settings it was saved with.
+
+    Raises ConversationUnavailable (unknown id, or another owner's), SettingsError, ModelError
+    or StoreError.
+    """
+    info = store.get_conversation(cid) if _ID_RE.fullmatch(cid) else None
+    if info is None or not may_open(info, owner, settings.require_login):
+        raise ConversationUnavailable(UNAVAILABLE)
+    model = _model(settings)
+    notes: list[str] = []
+    saved = info.settings or {}
+    wanted = saved.get("max_tokens")
+    keep = saved.get("keep_recent")
+    try:
+        bot = ChatMemory.resume(
+            store,
+            cid,
+            model=model,
+            settings=settings,
+            max_tokens=_fit_budget(
+                wanted if isinstance(wanted, int) else settings.max_tokens, model, settings, notes
+            ),
+            keep_recent=_clamp(
+                keep if isinstance(keep, int) else settings.keep_recent, *KEEP_RECENT_RANGE
+            ),
+            summary_max_tokens=settings.summary_max_tokens,
+            reply_reserve=settings.reply_reserve,
+            recall=recall,
+            owner=owner,
+        )
+    except LookupError:  # deleted in the meantime
+        raise ConversationUnavailable(UNAVAILABLE) from None
+    except ValueError as exc:
+        raise SettingsError(first_upper(str(exc))) from None
+    loaded = store.load(cid, keep_tail=PAGE_SIZE)
+    sess = ChatSession(bot=bot, store=store, owner=owner, setup_notes=notes)
+    sess.transcript = [entry_for(m) for m in loaded.display_messages]
+    last = sess.transcript[-1] if sess.transcript else None
+    if last is not None and last["role"] == "user" and last["status"] == "ok":
+        sess.notice = NO_REPLY  # e.g. the app was stopped while the reply streamed
+        sess.can_retry = True
+    elif last is not None and last["role"] == "assistant" and last["status"] == "incomplete":
+        sess.notice = CUT_OFF
+        sess.can_retry = True
+    return sess
+
+
+def _fail(message: str) -> None:
+    st.session_state[ERROR_KEY] = first_upper(message)
+
+
+def _install(sess: ChatSession) -> ChatSession:
+    st.session_state.pop(ERROR_KEY, None)
+    old = st.session_state.get(SESSION_KEY)
+    if isinstance(old, ChatSession) and old is not sess and not old.bot.folding:
+        old.bot.close()
+    st.session_state[SESSION_KEY] = sess
+    st.session_state[MAX_TOKENS_KEY] = sess.bot.max_tokens
+    st.session_state[KEEP_RECENT_KEY] = sess.bot.keep_recent
+    show_id_in_url(sess)
+    return sess
 
 
 def ensure_session() -> ChatSession | None:
-    """This browser session's conversation, created on first use.
+    """This browser session's conversation: the one in the URL (``?c=``), the one already
+    open, or a new one.
 
-    On a settings or model problem, stores the one-sentence reason (see :func:`setup_error`)
-    and returns None; nothing is raised into the page.
+    On a settings, model or storage problem, stores the one-sentence reason (see
+    :func:`setup_error`) and returns None; nothing is raised into the page. A URL naming a
+    conversation that cannot be opened leaves :attr:`ChatSession.missing` set.
     """
+    st.session_state.setdefault(RECALL_KEY, True)
     sess = st.session_state.get(SESSION_KEY)
+    wanted = requested_id()
     if isinstance(sess, ChatSession):
-        return sess
+        if wanted is None or wanted == sess.conversation_id:
+            sess.missing = None
+            show_id_in_url(sess)  # page links drop the query string; put the id back
+            return sess
+        if wanted == sess.missing:
+            return sess
     try:
-        sess = create_session()
-    except (SettingsError, ModelError) as exc:
-        message = exc.user_message if isinstance(exc, ModelError) else str(exc)
-        st.session_state[ERROR_KEY] = first_upper(message)
-        return None
-    st.session_state.pop(ERROR_KEY, None)
-    st.session_state[SESSION_KEY] = sess
-    st.session_state.setdefault(MAX_TOKENS_KEY, sess.bot.max_tokens)
-    st.session_state.setdefault(KEEP_RECENT_KEY, sess.bot.keep_recent)
-    return sess
+        settings = app_settings()
+        store = shared_store(settings)
+        owner = current_owner(settings)
+        recall = bool(st.session_state.get(RECALL_KEY, True))
+        if wanted is not None:
+            try:
+                return _install(open_session(settings, store, wanted, owner, recall=recall))
+            except (ConversationUnavailable, SettingsError, ModelError, StoreError) as exc:
+                if not isinstance(sess, ChatSession):
+                    sess = _install(
+                        create_session(settings, store=store, owner=owner, recall=recall)
+                    )
+                sess.missing = wanted
+                sess.missing_reason = _reason(exc)
+                return sess
+        return _install(create_session(settings, store=store, owner=owner, recall=recall))
+    except (SettingsError, StoreError, PermissionError, ModelError) as exc:
+        _fail(_reason(exc))
+    return sess if isinstance(sess, ChatSession) else None
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ConversationUnavailable):
+        return UNAVAILABLE
+    if isinstance(exc, ModelError):
+        return exc.user_message
+    return first_upper(str(exc))
 
 
 def setup_error() -> str | None:
     """Why the conversation could not be created, if it could not."""
-    return st.session_state.get(ERROR_KEY)
+    error = st.session_state.get(ERROR_KEY)
+    return shown(error) if error else None
 
 
 def require_session() -> ChatSession:
@@ -186,22 +442,29 @@ def require_session() -> ChatSession:
 
 
 def new_chat() -> None:
-    """Start a fresh conversation with the current slider settings (a button callback)."""
+    """Start a fresh conversation with the current sidebar settings (a button callback)."""
     old = st.session_state.get(SESSION_KEY)
     try:
+        settings = app_settings()
         sess = create_session(
+            settings,
             max_tokens=st.session_state.get(MAX_TOKENS_KEY),
             keep_recent=st.session_state.get(KEEP_RECENT_KEY),
+            store=shared_store(settings),
+            owner=current_owner(settings),
+            recall=bool(st.session_state.get(RECALL_KEY, True)),
         )
-    except (SettingsError, ModelError, ValueError) as exc:
+    except (SettingsError, ModelError, StoreError, PermissionError, ValueError) as exc:
         message = first_upper(exc.user_message if isinstance(exc, ModelError) else str(exc))
         if isinstance(old, ChatSession):  # keep the current chat and say why
             old.notice = f"A new chat could not start: {message}"
         else:
-            st.session_state[ERROR_KEY] = message
+            _fail(message)
         return
-    if isinstance(old, ChatSession) and not old.bot.folding:
-        old.bot.close()
-    st.session_state[SESSION_KEY] = sess
-    st.session_state[MAX_TOKENS_KEY] = sess.bot.max_tokens
-    st.session_state[KEEP_RECENT_KEY] = sess.bot.keep_recent
+    st.query_params.pop(QUERY_KEY, None)
+    _install(sess)
+
+
+def open_in_chat(cid: str) -> None:
+    """Go to the chat page with the conversation ``cid`` open (not from a callback)."""
+    st.switch_page("pages/chat.py", query_params={QUERY_KEY: cid})

@@ -1,7 +1,7 @@
 """AppTest fixtures: the real app against the fake OpenAI-compatible server.
 
 Every test runs in an empty working directory (no stray ``.env`` or ``secrets.toml``) with
-only the settings it sets.
+only the settings it sets, and its own SQLite database file.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from chatmem.config import ENV_NAMES
+from chatmem.store import Store
 from chatmem.ui.state import SESSION_KEY, ChatSession
 from tests.fakes import FakeServerProcess
 
@@ -52,8 +53,20 @@ def app_env(
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
     monkeypatch.setenv("CHATMEM_MAX_RETRIES", "0")
     monkeypatch.setenv("CHATMEM_TIMEOUT", "15")
+    monkeypatch.setenv("CHATMEM_DATABASE_URL", db_url(tmp_path))
     monkeypatch.chdir(tmp_path)
     return fake
+
+
+def db_url(folder: Path) -> str:
+    return f"sqlite:///{folder / 'chatmem-test.db'}"
+
+
+@pytest.fixture
+def store(app_env: FakeServerProcess, tmp_path: Path) -> Iterator[Store]:
+    """The test's database, opened beside the app's own connection to it."""
+    with Store(db_url(tmp_path)) as opened:
+        yield opened
 
 
 @pytest.fixture
@@ -63,6 +76,24 @@ def app(app_env: FakeServerProcess) -> Iterator[AppTest]:
     at.run()
     assert not at.exception, at.exception
     yield at
+    sess = at.session_state.get(SESSION_KEY)
+    if isinstance(sess, ChatSession):
+        sess.bot.close()
+
+
+def open_app(cid: str | None = None, **user: Any) -> AppTest:
+    """A new browser session (as after a reload), on ``?c=<cid>`` if given."""
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    if cid is not None:
+        at.query_params["c"] = cid
+    if user:
+        at.user = dict(user)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def close(at: AppTest) -> None:
     sess = at.session_state.get(SESSION_KEY)
     if isinstance(sess, ChatSession):
         sess.bot.close()

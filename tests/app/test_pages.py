@@ -68,10 +68,12 @@ def test_inspector_shows_the_next_request_stats_and_events(
     assert "The user's name is Sam." in "\n".join(m.value for m in app.main.markdown)
 
 
-def test_conversations_page_is_a_placeholder(app: AppTest) -> None:
+def test_conversations_page_before_anything_is_saved(app: AppTest) -> None:
     app.switch_page("pages/conversations.py").run()
     assert not app.exception
-    assert "Saved conversations are coming" in app.main.info[0].value
+    assert any("No saved conversations yet" in c.value for c in app.main.caption)
+    assert app.text_input(key="conversations_search")
+    assert app.file_uploader
 
 
 def test_compare_replays_the_sample_against_the_fake(app: AppTest, fake: FakeServerProcess) -> None:

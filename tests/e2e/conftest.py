@@ -3,19 +3,25 @@
 Uses Debian's ``/usr/bin/chromium`` through Playwright for Python (no browser download).
 Waits the way Streamlit's own e2e tests do: for the app's script state to be ``notRunning``
 and for the elements a step should produce, never for fixed times.
+
+The server gets a recognisable fake API key (:data:`LEAK_KEY`) so tests can check that it
+never reaches a page, an export or the server log, and its own SQLite database.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,6 +43,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 START_TIMEOUT = 60.0
+LEAK_KEY = f"sk-test-LEAKCHECK-{secrets.token_hex(12)}"
+SERVER_LOG = ARTIFACTS / "streamlit-server.log"
 
 
 def _healthy(url: str) -> bool:
@@ -48,29 +56,56 @@ def _healthy(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def app_url(
-    fake_server: FakeServerProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """The app served by ``streamlit run`` on a free port, talking to the fake server.
+@dataclass
+class AppServer:
+    """One ``streamlit run app.py`` process."""
 
-    It runs in an empty folder holding only a copy of ``.streamlit/config.toml`` (so no stray
-    ``.env`` or secrets are read) with the fake server's URL as its only model setting.
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind, as in a crash or an OOM kill."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def app_workdir(folder: Path) -> Path:
+    """An empty folder holding only a copy of ``.streamlit/config.toml`` (so no stray ``.env``
+    or secrets are read)."""
+    (folder / ".streamlit").mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / ".streamlit" / "config.toml", folder / ".streamlit" / "config.toml")
+    return folder
+
+
+def start_app(model_url: str, workdir: Path, database_url: str, log_path: Path) -> AppServer:
+    """Start ``streamlit run app.py`` on a free port and wait until it is healthy.
+
+    The fake server's URL and :data:`LEAK_KEY` are its only model settings; its database is
+    ``database_url``; everything it prints goes (unbuffered) to ``log_path``.
     """
-    workdir = tmp_path_factory.mktemp("app")
-    (workdir / ".streamlit").mkdir()
-    shutil.copy(ROOT / ".streamlit" / "config.toml", workdir / ".streamlit" / "config.toml")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ENV_NAMES.values()}
     env.update(
-        OPENAI_BASE_URL=fake_server.url,
-        OPENAI_API_KEY="test-key",
+        OPENAI_BASE_URL=model_url,
+        OPENAI_API_KEY=LEAK_KEY,
         CHATMEM_MAX_RETRIES="0",
+        CHATMEM_DATABASE_URL=database_url,
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+        PYTHONUNBUFFERED="1",
         NO_PROXY="127.0.0.1,localhost",
     )
-    ARTIFACTS.mkdir(exist_ok=True)
-    log_path = ARTIFACTS / "streamlit-server.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable,
         "-m",
@@ -92,25 +127,33 @@ def app_url(
         process = subprocess.Popen(
             command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
         )
-    url = f"http://127.0.0.1:{port}"
+    server = AppServer(process, f"http://127.0.0.1:{port}", log_path)
+    deadline = time.monotonic() + START_TIMEOUT
+    while not _healthy(server.url):  # polling a process we started: there is no event
+        if process.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            pytest.fail(
+                f"streamlit did not start (exit code {process.poll()}); log:\n"
+                + log_path.read_text(errors="replace"),
+                pytrace=False,
+            )
+        time.sleep(0.1)
+    return server
+
+
+@pytest.fixture(scope="session")
+def app_url(
+    fake_server: FakeServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The app served by ``streamlit run`` on a free port, talking to the fake server."""
+    workdir = app_workdir(tmp_path_factory.mktemp("app"))
+    server = start_app(
+        fake_server.url, workdir, f"sqlite:///{workdir / 'chatmem-e2e.db'}", SERVER_LOG
+    )
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not _healthy(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    f"streamlit did not start (exit code {process.poll()}); log:\n"
-                    + log_path.read_text(errors="replace"),
-                    pytrace=False,
-                )
-            time.sleep(0.1)
-        yield url
+        yield server.url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,26 @@
-"""The real app in headless Chromium: chat, fold under a lower budget, remember the name."""
+"""The real app in headless Chromium: chat, fold under a lower budget, remember the name;
+reload and go on; survive a killed server; escape hostile text; never show the API key."""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
-from tests.e2e.conftest import ARTIFACTS, ROOT, wait_for_app
+from chatmem.ui.state import NO_REPLY
+from tests.e2e.conftest import (
+    ARTIFACTS,
+    LEAK_KEY,
+    ROOT,
+    SERVER_LOG,
+    app_workdir,
+    start_app,
+    wait_for_app,
+)
 from tests.fakes import FakeServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -25,6 +36,11 @@ MESSAGES = [
     "What about Belém? Is the tower worth the queue, and where do we get the famous custard tarts?",
 ]
 SCREENSHOT = ROOT / "docs" / "screenshot.png"
+ID_IN_URL = re.compile(r"[?&]c=([0-9a-f]{32})")
+XSS = [
+    """<img src=x onerror="document.title='pwned'">""",
+    "<script>document.title='pwned'</script>",
+]
 
 
 def chat_messages(page: Page) -> Locator:
@@ -56,6 +72,30 @@ def gauge(page: Page) -> tuple[int, int]:
 
 def no_exceptions(page: Page) -> None:
     expect(page.locator("[data-testid='stException']")).to_have_count(0)
+
+
+def conversation_id(page: Page) -> str:
+    expect(page).to_have_url(ID_IN_URL)
+    found = ID_IN_URL.search(page.url)
+    assert found, page.url
+    return found[1]
+
+
+def watch_title(page: Page) -> None:
+    """Record every change of ``document.title`` in ``window.__titles``."""
+    page.evaluate(
+        """() => {
+            window.__titles = [];
+            const record = () => window.__titles.push(document.title);
+            new MutationObserver(record).observe(document.head, {
+                subtree: true, childList: true, characterData: true,
+            });
+        }"""
+    )
+
+
+def titles_seen(page: Page) -> list[str]:
+    return [*page.evaluate("() => window.__titles || []"), page.title()]
 
 
 def test_chat_folds_under_a_lower_budget_and_remembers(page: Page, fake: FakeServerProcess) -> None:
@@ -106,6 +146,21 @@ def test_chat_folds_under_a_lower_budget_and_remembers(page: Page, fake: FakeSer
         SCREENSHOT.parent.mkdir(exist_ok=True)
         shutil.copy(shot, SCREENSHOT)
 
+    # reload: the same conversation comes back from the store, summary and all
+    cid = conversation_id(page)
+    shown = chat_messages(page).count()
+    page.reload()
+    wait_for_app(page)
+    assert conversation_id(page) == cid
+    expect(chat_messages(page)).to_have_count(shown)
+    expect(chat_messages(page).first).to_contain_text("Hi, my name is Sam.")
+    expect(page.locator(".st-key-summary")).to_contain_text("The user's name is Sam.")
+    expect(page.locator(".st-key-max_tokens input[type='range']")).to_have_value("256")
+    send(page, "What is my name?")
+    expect(chat_messages(page).last).to_contain_text("Your name is Sam.")
+    assert conversation_id(page) == cid
+    no_exceptions(page)
+
 
 def test_input_is_disabled_while_a_reply_streams(page: Page, fake: FakeServerProcess) -> None:
     fake.control.config(chunk_delay_ms=60, reply_words=40)
@@ -149,3 +204,103 @@ def test_every_page_opens_with_the_sidebar_inspector(page: Page, title: str) -> 
     expect(page.locator(".st-key-gauge")).to_contain_text("tokens")
     expect(page.locator(".st-key-max_tokens")).to_be_visible()
     no_exceptions(page)
+
+
+def test_hostile_text_is_shown_as_text(page: Page) -> None:
+    watch_title(page)
+    for text in XSS:
+        send(page, text)
+    for i, text in enumerate(XSS):
+        expect(chat_messages(page).nth(2 * i)).to_contain_text(text)  # literally
+    cid = conversation_id(page)
+    page.reload()  # and again when rendered from the store
+    wait_for_app(page)
+    watch_title(page)
+    expect(chat_messages(page)).to_have_count(2 * len(XSS))
+    expect(chat_messages(page).first).to_contain_text(XSS[0])
+    assert conversation_id(page) == cid
+    expect(page.locator("img[src='x']")).to_have_count(0)
+    expect(page.locator("[data-testid='stChatMessage'] script")).to_have_count(0)
+    assert "pwned" not in titles_seen(page)
+    page.get_by_role("link", name="Inspector").click()
+    wait_for_app(page)
+    expect(page.locator("h2")).to_contain_text("Memory inspector")
+    expect(page.locator("img[src='x']")).to_have_count(0)
+    assert "pwned" not in titles_seen(page)
+
+
+def test_the_api_key_never_shows(page: Page, tmp_path: Path) -> None:
+    send(page, "Hi, my name is Sam.")
+    assert LEAK_KEY not in page.content()
+    for title, heading in [
+        ("Inspector", "Memory inspector"),
+        ("Compare", "Compare"),
+        ("Conversations", "Conversations"),
+    ]:
+        page.get_by_role("link", name=title).click()
+        expect(page.locator("h2")).to_contain_text(heading)
+        wait_for_app(page)
+        for tab in page.locator("[data-baseweb='tab']").all():  # every inspector tab
+            tab.click()
+        assert LEAK_KEY not in page.content(), title
+    exports = []
+    for key in ("export_json", "export_markdown"):
+        with page.expect_download() as download:
+            page.locator(f".st-key-{key} button").click()
+        path = tmp_path / download.value.suggested_filename
+        download.value.save_as(path)
+        exports.append(path.read_text())
+    assert "Hi, my name is Sam." in exports[0] and "Hi, my name is Sam." in exports[1]
+    assert '"format": "chatmem.conversation"' in exports[0]
+    for text in exports:
+        assert LEAK_KEY not in text
+    log = SERVER_LOG.read_text(errors="replace")
+    assert log.strip()  # the log is there (unbuffered), and
+    assert LEAK_KEY not in log
+    no_exceptions(page)
+
+
+def test_a_killed_server_loses_no_message(
+    browser: Browser, fake: FakeServerProcess, tmp_path: Path
+) -> None:
+    """Crash test: SIGKILL the app while a reply streams, start it again on the same
+    database, open the conversation's link: the user's message is there, and Retry answers."""
+    workdir = app_workdir(tmp_path / "app")
+    database = f"sqlite:///{tmp_path / 'crash.db'}"
+    fake.control.config(chunk_delay_ms=300, reply_words=60)
+    first = start_app(fake.url, workdir, database, ARTIFACTS / "streamlit-crash-1.log")
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    context.set_default_timeout(20_000)
+    try:
+        page = context.new_page()
+        page.goto(first.url)
+        wait_for_app(page)
+        text = "Remember the blue heron by the lake."
+        box = chat_box(page)
+        box.fill(text)
+        box.press("Enter")
+        expect(chat_messages(page).last).to_contain_text("You said:")  # the reply streams
+        cid = conversation_id(page)
+        expect(box).to_be_disabled()  # still streaming (18 s in all)
+        first.kill()
+        fake.control.config(chunk_delay_ms=0, reply_words=None)
+
+        second = start_app(fake.url, workdir, database, ARTIFACTS / "streamlit-crash-2.log")
+        try:
+            page.goto(f"{second.url}/?c={cid}")
+            wait_for_app(page)
+            expect(chat_messages(page)).to_have_count(1)
+            expect(chat_messages(page).first).to_contain_text(text)
+            expect(page.get_by_text(NO_REPLY)).to_be_visible()
+            page.locator(".st-key-retry button").click()
+            expect(chat_messages(page)).to_have_count(2)
+            expect(chat_messages(page).last).to_contain_text(f"You said: {text}")
+            wait_for_app(page)
+            no_exceptions(page)
+        finally:
+            second.stop()
+        for log in (first.log, second.log):
+            assert LEAK_KEY not in log.read_text(errors="replace")
+    finally:
+        context.close()
+        first.stop()

@@ -1,0 +1,158 @@
+"""What recall brought back, turn by turn, for the gauge and the inspector (no Streamlit).
+
+Recall runs when a message is sent: the older messages most relevant to it (BM25, plus
+embeddings when configured) get a share of the budget. The latest request's recalled
+snippets are in ``bot.last_context.recalled``; earlier turns are the ``recall`` events, which
+name the messages (seqs) and their scores, and are kept in the store with the conversation.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from chatmem.memory import Context, Message
+from chatmem.recall import query_terms, snippet
+from chatmem.session import ChatMemory
+
+MAX_TURNS = 20  # recall turns the inspector lists, newest first
+
+
+def next_request(bot: ChatMemory) -> Context:
+    """The next request as the memory stands now.
+
+    What the next message will recall is not known until it is sent, so the snippets recalled
+    for the latest message stay in, re-fitted to the current budget (the recall share, and
+    only those still older than the verbatim messages). The gauge then shows the share recall
+    takes instead of dropping it to zero between turns. With recall off, none.
+    """
+    mem = bot.memory
+    last = bot.last_context
+    newest = mem.messages[-1] if mem.messages else None
+    if (
+        not bot.recall
+        or last is None
+        or not last.recalled
+        or newest is None
+        or newest.role == "user"  # a message waits for its reply: its own recall applies
+    ):
+        return bot.context()
+    return mem.context(last.recalled)
+
+
+@dataclass(frozen=True)
+class RecallHit:
+    seq: int | None
+    score: float
+    snippet: str
+    matched: tuple[str, ...] = ()  # the query words found in it: why it was recalled
+
+
+@dataclass(frozen=True)
+class RecallTurn:
+    """One request's recall: for which message, when, and what came back."""
+
+    for_seq: int | None
+    for_text: str | None
+    at: float | None
+    hits: tuple[RecallHit, ...] = field(default=())
+    note: str = ""
+
+
+def matched_terms(query: str | None, text: str) -> tuple[str, ...]:
+    """The content words of ``query`` that occur in ``text`` (whole words, any case, a plural
+    matching its singular)."""
+    if not query:
+        return ()
+    words = {_plain(w) for w in re.findall(r"\w+", text.lower())}
+    return tuple(t for t in query_terms(query) if _plain(t) in words)
+
+
+def _plain(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") else word
+
+
+def _timestamp(value: Any) -> float | None:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, int | float):
+        return float(value)
+    return None
+
+
+class MessageLookup:
+    """Message texts by seq: from the memory first, then (cached) from the store."""
+
+    def __init__(
+        self,
+        messages: Sequence[Message],
+        fetch: Callable[[int], tuple[str, str] | None] | None = None,
+        cache: dict[int, tuple[str, str]] | None = None,
+    ) -> None:
+        self._messages = messages
+        self._fetch = fetch
+        self._cache = cache if cache is not None else {}
+
+    def get(self, seq: int | None) -> tuple[str, str] | None:
+        """(speaker, text) of the message ``seq``, or None if unknown."""
+        if seq is None:
+            return None
+        msgs = self._messages
+        i = bisect.bisect_left(msgs, seq, key=lambda m: m.seq)
+        if i < len(msgs) and msgs[i].seq == seq:
+            return (msgs[i].name or msgs[i].role, msgs[i].content)
+        if seq in self._cache:
+            return self._cache[seq]
+        if self._fetch is None:
+            return None
+        found = self._fetch(seq)
+        if found is not None:
+            self._cache[seq] = found
+        return found
+
+
+def recall_turns(
+    events: Sequence[tuple[str, dict[str, Any], Any]],
+    lookup: MessageLookup,
+    last: Context | None,
+    limit: int = MAX_TURNS,
+) -> list[RecallTurn]:
+    """Recall turns, newest first, from ``(kind, data, at)`` events.
+
+    The newest turn uses the snippets exactly as sent (``last.recalled``) when they belong
+    to it; older turns rebuild each snippet from the message it names.
+    """
+    recalls = [(data, at) for kind, data, at in events if kind == "recall"][-limit:]
+    turns: list[RecallTurn] = []
+    sent = {r.seq: r for r in last.recalled} if last is not None else {}
+    for index, (data, at) in enumerate(reversed(recalls)):
+        seqs = [s for s in data.get("seqs") or [] if isinstance(s, int)]
+        scores = [float(s) for s in data.get("scores") or [] if isinstance(s, int | float)]
+        for_seq = data.get("for_seq") if isinstance(data.get("for_seq"), int) else None
+        asked = lookup.get(for_seq)
+        query = asked[1] if asked else None
+        exact = index == 0 and bool(sent) and set(seqs) == set(sent)
+        hits = []
+        for i, seq in enumerate(seqs):
+            score = scores[i] if i < len(scores) else 0.0
+            if exact:
+                text = sent[seq].text
+            else:
+                found = lookup.get(seq)
+                text = snippet(*found) if found else "(message not found)"
+            hits.append(RecallHit(seq, score, text, matched_terms(query, text)))
+        hits.sort(key=lambda h: -h.score)
+        turns.append(
+            RecallTurn(
+                for_seq=for_seq,
+                for_text=query,
+                at=_timestamp(at),
+                hits=tuple(hits),
+                note=str(data.get("message", "")),
+            )
+        )
+    return turns

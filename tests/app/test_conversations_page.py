@@ -1,0 +1,182 @@
+"""The conversations page: list, search, open, rename, delete (with a confirm dialog),
+export and import."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from chatmem.store import Store
+from chatmem.ui.conversations import (
+    export_json_bytes,
+    export_markdown_bytes,
+    import_conversation,
+)
+from tests.app.conftest import close, send, session, shown_messages
+
+PAGE = "pages/conversations.py"
+
+
+def titles(at: AppTest) -> list[str]:
+    return [
+        m.value.split("**")[1]
+        for m in at.main.markdown
+        if m.value.startswith("**") and "updated" in m.value
+    ]
+
+
+@pytest.fixture
+def three(app: AppTest, store: Store) -> list[str]:
+    """Three saved conversations, made in the app, oldest first; the last one is open."""
+    ids = []
+    for first in ["Trip to Lisbon", "Budget for March", "Recipes with lentils"]:
+        app.button(key="new_chat").click().run()
+        send(app, first)
+        ids.append(session(app).conversation_id)
+    return ids
+
+
+def test_lists_newest_first_and_searches_titles_and_text(
+    app: AppTest, three: list[str], store: Store
+) -> None:
+    app.switch_page(PAGE).run()
+    assert not app.exception, app.exception
+    assert titles(app) == ["Recipes with lentils", "Budget for March", "Trip to Lisbon"]
+    app.text_input(key="conversations_search").set_value("budget").run()
+    assert titles(app) == ["Budget for March"]
+    app.text_input(key="conversations_search").set_value("You said: Trip").run()  # reply text
+    assert titles(app) == ["Trip to Lisbon"]
+    app.text_input(key="conversations_search").set_value("nothing like this").run()
+    assert titles(app) == []
+    assert any("No conversation matches" in c.value for c in app.main.caption)
+
+
+def test_open_goes_to_the_chat_with_the_conversation(app: AppTest, three: list[str]) -> None:
+    app.switch_page(PAGE).run()
+    app.button(key=f"open_{three[0]}").click().run()
+    assert not app.exception, app.exception
+    assert app.query_params["c"] == three[0]
+    assert session(app).conversation_id == three[0]
+    assert shown_messages(app) == [
+        ("user", "Trip to Lisbon"),
+        ("assistant", "You said: Trip to Lisbon"),
+    ]
+    assert "## Chat" in [m.value for m in app.main.markdown]
+
+
+def test_rename(app: AppTest, three: list[str], store: Store) -> None:
+    app.switch_page(PAGE).run()
+    app.text_input(key=f"rename_{three[1]}").set_value("March money")
+    save = [b for b in app.button if b.label == "Save" and three[1] in b.form_id]
+    assert len(save) == 1
+    save[0].click().run()
+    assert not app.exception, app.exception
+    assert store.get_conversation(three[1]).title == "March money"
+    assert "March money" in titles(app)
+
+
+def test_delete_asks_first_then_deletes_everything(
+    app: AppTest, three: list[str], store: Store
+) -> None:
+    app.switch_page(PAGE).run()
+    app.button(key=f"delete_{three[0]}").click().run()
+    dialog_text = "\n".join(m.value for m in app.markdown)
+    assert "cannot be undone" in dialog_text
+    assert store.get_conversation(three[0]) is not None  # nothing happens before the confirm
+    app.button(key="cancel_delete").click().run()
+    assert store.get_conversation(three[0]) is not None
+    app.button(key=f"delete_{three[0]}").click().run()
+    app.button(key="confirm_delete").click().run()
+    assert not app.exception, app.exception
+    assert store.get_conversation(three[0]) is None
+    assert store.messages(three[0]) == []
+    assert titles(app) == ["Recipes with lentils", "Budget for March"]
+    assert any("Deleted" in s.value for s in app.success)
+
+
+def test_deleting_the_open_conversation_starts_a_new_chat(
+    app: AppTest, three: list[str], store: Store
+) -> None:
+    app.switch_page(PAGE).run()
+    app.button(key=f"delete_{three[2]}").click().run()
+    app.button(key="confirm_delete").click().run()
+    assert store.get_conversation(three[2]) is None
+    assert session(app).conversation_id is None
+    assert "c" not in app.query_params
+
+
+def test_export_json_and_markdown(app: AppTest, three: list[str], store: Store) -> None:
+    app.switch_page(PAGE).run()
+    labels = [b.label for b in app.get("download_button")]
+    assert labels == ["Export JSON", "Export Markdown"]
+    doc = json.loads(export_json_bytes(store, three[2]))
+    assert doc["conversation"]["title"] == "Recipes with lentils"
+    assert [m["content"] for m in doc["messages"]] == [
+        "Recipes with lentils",
+        "You said: Recipes with lentils",
+    ]
+    markdown = export_markdown_bytes(store, three[2]).decode()
+    assert markdown.startswith("# Recipes with lentils")
+    assert "test-key" not in json.dumps(doc) + markdown  # the settings record keeps no key
+
+
+def test_import_opens_the_new_conversation(app: AppTest, three: list[str], store: Store) -> None:
+    data = export_json_bytes(store, three[0])
+    app.switch_page(PAGE).run()
+    app.file_uploader[0].set_value(("lisbon.json", data, "application/json")).run()
+    assert not app.exception, app.exception
+    cid = session(app).conversation_id
+    assert cid not in three
+    assert app.query_params["c"] == cid
+    assert shown_messages(app) == [
+        ("user", "Trip to Lisbon"),
+        ("assistant", "You said: Trip to Lisbon"),
+    ]
+    assert len(store.list_conversations()) == 4
+    # AppTest reruns the page it was last told to switch to, not the one the app switched to
+    app.switch_page("pages/chat.py")
+    send(app, "What is my name?")  # the imported conversation goes on
+    assert shown_messages(app)[-1] == ("assistant", "I don't know your name.")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"{not json", "The file was not imported: "),
+        (b'{"format": "something else"}', "The file was not imported: "),
+        (b"[1, 2, 3]", "The file was not imported: "),
+    ],
+)
+def test_bad_import_says_why_and_writes_nothing(
+    app: AppTest, three: list[str], store: Store, content: bytes, expected: str
+) -> None:
+    app.switch_page(PAGE).run()
+    app.file_uploader[0].set_value(("bad.json", content, "application/json")).run()
+    assert not app.exception, app.exception
+    errors = [e.value for e in app.error]
+    assert len(errors) == 1 and errors[0].startswith(expected), errors
+    assert len(store.list_conversations()) == 3
+    assert session(app).conversation_id == three[2]  # still where it was
+
+
+def test_import_helper_rejects_a_broken_message(store: Store) -> None:
+    conv = store.create_conversation("Trip")
+    store.append_message(conv.id, "user", "Hi")
+    doc = store.export_json(conv.id)
+    doc["messages"][0]["role"] = "wizard"
+    result = import_conversation(store, json.dumps(doc).encode(), owner=None)
+    assert result.info is None
+    assert result.error is not None and "messages[0].role" in result.error
+    assert len(store.list_conversations()) == 1
+
+
+def test_new_chat_button_goes_to_an_empty_chat(app: AppTest, three: list[str]) -> None:
+    app.switch_page(PAGE).run()
+    app.button(key="conversations_new_chat").click().run()
+    assert not app.exception, app.exception
+    assert "## Chat" in [m.value for m in app.main.markdown]
+    assert shown_messages(app) == []
+    assert "c" not in app.query_params
+    close(app)
