@@ -193,3 +193,14 @@ def test_resumed_conversation_recalls_from_the_store(fake, store: Store) -> None
     assert [r.seq for r in again.last_context.recalled][:1] == [1]
     sent = fake.control.requests("chat")[-1]["body"]["messages"]
     assert any(fact in m["content"] for m in sent if m["role"] == "system")
+
+
+def test_owner_and_deferred_creation(fake, store: Store) -> None:
+    bot = bot_for(fake, store, owner="sam@example.org", defer_create=True)
+    assert bot.conversation_id is None
+    assert store.list_conversations() == []  # nothing stored until there is something to keep
+    bot.ask("Hello there")
+    info = store.get_conversation(bot.conversation_id)
+    assert info.owner == "sam@example.org"
+    assert [c.id for c in store.list_conversations(owner="sam@example.org")] == [info.id]
+    assert store.list_conversations(owner="someone@else.org") == []
