@@ -80,42 +80,17 @@ def _where(base_url: str | None) -> str:
 
 
 def _error_from_openai(exc: Exception, where: str, model: str) -> EmbeddingError:
-    import openai
+    """The chat models' plain-sentence mapping of SDK errors, as an EmbeddingError."""
+    from chatmem.models import error_from_openai
 
-    if isinstance(exc, openai.APITimeoutError):
-        return EmbeddingError(f"{where} took too long to embed.", kind="timeout", retryable=True)
-    if isinstance(exc, openai.APIConnectionError):
-        return EmbeddingError(f"Could not reach {where}.", kind="connection", retryable=True)
-    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-        return EmbeddingError(
-            f"{where} refused the embeddings request; check OPENAI_API_KEY.",
-            kind="auth",
-            retryable=False,
-        )
-    if isinstance(exc, openai.NotFoundError):
-        return EmbeddingError(
+    err = error_from_openai(exc, where, model=model)
+    message = err.user_message
+    if err.kind == "model_not_found":
+        message = (
             f"{where} does not serve the embedding model {model!r}; set "
-            "CHATMEM_EMBEDDING_MODEL to one it has, or to off.",
-            kind="model_not_found",
-            retryable=False,
+            "CHATMEM_EMBEDDING_MODEL to one it has, or to off."
         )
-    if isinstance(exc, openai.RateLimitError):
-        return EmbeddingError(
-            f"{where} is rate-limiting embeddings.", kind="rate_limit", retryable=True
-        )
-    if isinstance(exc, openai.APIStatusError):
-        if exc.status_code >= 500:
-            return EmbeddingError(
-                f"{where} had an internal error embedding (HTTP {exc.status_code}).",
-                kind="server",
-                retryable=True,
-            )
-        return EmbeddingError(
-            f"{where} refused the embeddings request (HTTP {exc.status_code}).",
-            kind="bad_request",
-            retryable=False,
-        )
-    return EmbeddingError(f"Embedding at {where} failed: {exc}", kind="unknown", retryable=True)
+    return EmbeddingError(message, kind=err.kind, retryable=err.retryable)
 
 
 class Embedder:

@@ -164,9 +164,7 @@ def _describe_server(base_url: str | None) -> str:
     return "OpenAI" if not base_url else f"the server at {public_url(base_url)}"
 
 
-def _error_from_openai(
-    exc: Exception, where: str, partial: str = "", model: str = ""
-) -> ModelError:
+def error_from_openai(exc: Exception, where: str, partial: str = "", model: str = "") -> ModelError:
     """Turn an openai SDK exception into a ModelError with a plain sentence."""
     import openai
 
@@ -182,7 +180,7 @@ def _error_from_openai(
             kind="connection",
             partial=partial,
         )
-    if isinstance(exc, openai.AuthenticationError):
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         return ModelError(
             f"{where} rejected the API key; check OPENAI_API_KEY.",
             kind="auth",
@@ -309,7 +307,7 @@ class OpenAIChat:
                     partial="".join(produced),
                 )
         except openai.OpenAIError as exc:
-            raise _error_from_openai(exc, where, "".join(produced), self.name) from exc
+            raise error_from_openai(exc, where, "".join(produced), self.name) from exc
         except Exception as exc:  # a transport failure while reading the stream
             if isinstance(exc, ModelError):
                 raise
