@@ -144,7 +144,6 @@ class ChatMemory:
         if not 0.0 <= recall_share < 0.9:
             raise ValueError(f"recall_share must be from 0 to 0.9; got {recall_share!r}.")
         self._recall_share = recall_share
-        self.recall_index: RecallIndex = recall_index or FtsIndex()
         self.recall = recall
         self.title = "New chat"
         self.events: list[Event] = []
@@ -158,8 +157,7 @@ class ChatMemory:
         self.store = store
         self.conversation_id = conversation_id
         self.owner = owner
-        if recall_index is None:
-            self.recall_index = self._default_recall()
+        self.recall_index: RecallIndex = recall_index or self._default_recall()
         if store is not None:
             if conversation_id is None:
                 if not defer_create:
@@ -172,9 +170,9 @@ class ChatMemory:
         when the settings name an embedding model and the chat model is OpenAI-compatible
         (never with the local model)."""
         store = self.store
-        lexical = self.recall_index
-        if store is not None and hasattr(store, "search_messages"):
-            lexical = StoreRecall(store, lambda: self.conversation_id)
+        lexical: RecallIndex = (
+            FtsIndex() if store is None else StoreRecall(store, lambda: self.conversation_id)
+        )
         name = self.settings.active_embedding_model
         if not name or not isinstance(self.model, OpenAIChat):
             return lexical
@@ -190,7 +188,7 @@ class ChatMemory:
         return HybridRecall(
             lexical,
             embedder,
-            store=store if hasattr(store, "add_embeddings") else None,
+            store=store,
             conversation_id=lambda: self.conversation_id,
             on_event=self._recall_event,
             background=self.background,
