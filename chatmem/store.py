@@ -43,6 +43,7 @@ import logging
 import math
 import random
 import re
+import sqlite3
 import sys
 import threading
 import time
@@ -1133,6 +1134,26 @@ def _join(where: str, key: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _enable_wal(cursor: Any) -> None:
+    """Switch a SQLite database to WAL mode, waiting out other openers.
+
+    Changing the journal mode needs an exclusive lock and, unlike other statements, does not
+    wait for ``busy_timeout``: while another process creates the same new database it fails
+    at once with "database is locked". So retry, with backoff, up to that same timeout.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 class Store:
     """Conversations, messages, summaries and events in SQLite or PostgreSQL.
 
@@ -1213,7 +1234,7 @@ class Store:
             try:
                 cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
                 cursor.execute("PRAGMA foreign_keys = ON")
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _enable_wal(cursor)
             finally:
                 cursor.close()
 

@@ -771,3 +771,22 @@ def test_import_validation_error_is_a_store_error() -> None:
     assert isinstance(error, StoreError)
     assert str(error) == "messages[3].role: unknown role 'wizard'"
     assert (error.where, error.problem) == ("messages[3].role", "unknown role 'wizard'")
+
+
+def test_opening_waits_for_another_process_creating_the_database(tmp_path) -> None:
+    """Switching a new SQLite file to WAL ignores busy_timeout; opening must wait anyway."""
+    import sqlite3
+    import time
+
+    path = tmp_path / "busy.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE someone_elses (x)")
+    release = threading.Timer(0.5, lambda: holder.execute("COMMIT"))
+    release.start()
+    started = time.monotonic()
+    with Store(f"sqlite:///{path}") as store:
+        assert store.schema_version == SCHEMA_VERSION
+    assert time.monotonic() - started >= 0.4  # it waited for the lock, then opened
+    release.join()
+    holder.close()
