@@ -149,28 +149,36 @@ def _chatmem_method() -> Method:
 
 
 FOLDED_TAIL = 40  # unfolded messages left after the last fold, in the "after folds" variant
+
 RECAP = " ".join(
     f"- The user mentioned item {i}: a trip to Lisbon in March, a budget of 4200 euros."
     for i in range(12)
 )
 
 
-def _chatmem_folded_method() -> Method:
-    """chatmem as a ChatMemory leaves it: a summary covers all but the newest messages."""
+def fold_all_but_tail(memory: Any) -> bool:
+    """Give ``memory`` a summary covering all but its newest ~FOLDED_TAIL messages, as a
+    ChatMemory leaves it after folding (the tail starts at a user message). False if the
+    history is too short to fold."""
     from chatmem.memory import Summary, summary_block
 
+    cut = len(memory.messages) - FOLDED_TAIL
+    if cut <= 0:
+        return False
+    while memory.messages[cut].role != "user":
+        cut += 1
+    block = {"role": "system", "content": summary_block(RECAP)}
+    memory.set_summary(Summary(RECAP, memory.messages[cut - 1].seq, memory.counter.message(block)))
+    return True
+
+
+def _chatmem_folded_method() -> Method:
+    """chatmem as a ChatMemory leaves it: a summary covers all but the newest messages."""
     plain = _chatmem_method()
 
     def setup(history: list[tuple[str, str]]) -> Any:
         memory = plain.setup(history)
-        cut = len(memory.messages) - FOLDED_TAIL
-        if cut > 0:
-            while memory.messages[cut].role != "user":
-                cut += 1
-            block = {"role": "system", "content": summary_block(RECAP)}
-            memory.set_summary(
-                Summary(RECAP, memory.messages[cut - 1].seq, memory.counter.message(block))
-            )
+        if fold_all_but_tail(memory):
             memory.context()
         return memory
 
@@ -191,7 +199,6 @@ def _chatmem_session_method() -> Method:
     index, so each turn also runs the BM25 search and fits the recalled snippets.
     """
     from chatmem import ChatMemory, Settings
-    from chatmem.memory import Summary, summary_block
     from chatmem.models import OpenAIChat
     from chatmem.recall import FtsIndex
 
@@ -216,15 +223,7 @@ def _chatmem_session_method() -> Method:
         for role, text in history:
             message = bot.memory.add(role, text)
             bot.recall_index.add(message.seq, role, text)
-        memory = bot.memory
-        cut = len(memory.messages) - FOLDED_TAIL
-        if cut > 0:
-            while memory.messages[cut].role != "user":
-                cut += 1
-            block = {"role": "system", "content": summary_block(RECAP)}
-            memory.set_summary(
-                Summary(RECAP, memory.messages[cut - 1].seq, memory.counter.message(block))
-            )
+        fold_all_but_tail(bot.memory)
         bot.context()
         return bot
 

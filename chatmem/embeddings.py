@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover - numpy comes with pandas
     _np = None
 
 from chatmem.config import DEFAULT_EMBEDDING_MODEL
+from chatmem.models import describe_server, error_from_openai
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +74,8 @@ def normalize(values: Sequence[float]) -> array:
     return vector
 
 
-def _where(base_url: str | None) -> str:
-    from chatmem.models import public_url
-
-    return "OpenAI" if not base_url else f"the server at {public_url(base_url)}"
-
-
 def _error_from_openai(exc: Exception, where: str, model: str) -> EmbeddingError:
     """The chat models' plain-sentence mapping of SDK errors, as an EmbeddingError."""
-    from chatmem.models import error_from_openai
-
     err = error_from_openai(exc, where, model=model)
     message = err.user_message
     if err.kind == "model_not_found":
@@ -124,7 +117,7 @@ class Embedder:
             timeout=timeout,
             max_retries=max_retries,
         )
-        self.where = _where(base_url)
+        self.where = describe_server(base_url)
         self.label = f"{self.name} at {self.where}" if base_url else f"{self.name} (OpenAI)"
         self.calls = 0  # requests sent (for tests and the inspector)
 

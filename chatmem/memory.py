@@ -412,10 +412,6 @@ class Memory:
         ok = room >= 0 and (not newest_is_user or start < end)
         return list(messages[start:end]), used, ok
 
-    def budget(self) -> Budget:
-        """The breakdown of the request that would be sent next."""
-        return self.context().budget
-
     # -- folding -------------------------------------------------------------------------
     def history_tokens(self) -> int:
         """Tokens of system + summary + every unfolded message: the request with no trim."""

@@ -160,7 +160,7 @@ def public_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
-def _describe_server(base_url: str | None) -> str:
+def describe_server(base_url: str | None) -> str:
     return "OpenAI" if not base_url else f"the server at {public_url(base_url)}"
 
 
@@ -278,7 +278,7 @@ class OpenAIChat:
     ) -> Iterator[str | Usage]:
         import openai
 
-        where = _describe_server(self.base_url)
+        where = describe_server(self.base_url)
         # OpenAI's newer models take max_completion_tokens; compatible servers take max_tokens
         limit_arg = "max_completion_tokens" if self.base_url is None else "max_tokens"
         produced: list[str] = []

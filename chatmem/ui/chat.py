@@ -26,7 +26,7 @@ from chatmem.ui.state import (
     show_id_in_url,
     shown,
 )
-from chatmem.ui.text import first_upper, safe_markdown, stream_safe
+from chatmem.ui.text import safe_markdown, stream_safe
 
 CHAT_INPUT_KEY = "chat_input"
 INTERRUPTED = "The reply was stopped before it finished."
@@ -232,7 +232,7 @@ def _stream_reply(sess: ChatSession, partial: list[str]) -> None:
     except ModelError as exc:
         if partial:
             sess.add("assistant", "".join(partial), "incomplete")
-        sess.error = first_upper(exc.user_message)
+        sess.error = exc.user_message
         sess.can_retry = True
         return
     except ContextOverflow as exc:  # the budget was lowered below the newest message

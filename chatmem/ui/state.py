@@ -20,7 +20,8 @@ from typing import Any
 
 import streamlit as st
 
-from chatmem.config import Settings, SettingsError, load_settings
+from chatmem.config import KEEP_RECENT_RANGE, Settings, SettingsError, load_settings
+from chatmem.config import MIN_MAX_TOKENS as MAX_TOKENS_FLOOR
 from chatmem.models import ChatModel, ModelError, make_model
 from chatmem.session import ChatMemory, Event
 from chatmem.store import ConversationInfo, Store, StoredMessage, StoreError, resolve_database_url
@@ -33,9 +34,7 @@ MAX_TOKENS_KEY = "max_tokens"  # the sidebar widget keys (tests and e2e find the
 KEEP_RECENT_KEY = "keep_recent"
 RECALL_KEY = "recall"
 QUERY_KEY = "c"  # ?c=<conversation id>
-MAX_TOKENS_FLOOR = 256
 MAX_TOKENS_CAP = 32_000
-KEEP_RECENT_RANGE = (2, 40)
 PAGE_SIZE = 50  # messages rendered at once; older ones behind "Show earlier messages"
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

@@ -11,6 +11,7 @@ against one database).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -102,3 +103,25 @@ def table_counts(store: Store) -> dict[str, int]:
             name: int(conn.scalar(sa.text(f"SELECT count(*) FROM {name}")) or 0)
             for name in ("conversations", "messages", "summaries", "events")
         }
+
+
+def open_stores_at_once(url: str, count: int = 4) -> tuple[list[Store], list[BaseException]]:
+    """Open ``count`` Stores on ``url`` from as many threads released together (a barrier):
+    the stores that opened, and the errors of those that did not. Close the stores after."""
+    stores: list[Store] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(count)
+
+    def open_store() -> None:
+        barrier.wait()
+        try:
+            stores.append(Store(url))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return stores, errors

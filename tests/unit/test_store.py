@@ -22,6 +22,7 @@ from chatmem.store import (
     clean_settings,
     resolve_database_url,
 )
+from tests.unit.conftest import open_stores_at_once
 
 # --------------------------------------------------------------------------------------------
 # URLs
@@ -185,22 +186,7 @@ def test_a_newer_database_is_refused(store_url: str) -> None:
 
 
 def test_concurrent_opens_of_a_blank_database(store_url: str) -> None:
-    errors: list[BaseException] = []
-    stores: list[Store] = []
-    barrier = threading.Barrier(4)
-
-    def open_store() -> None:
-        barrier.wait()
-        try:
-            stores.append(Store(store_url))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=open_store) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    stores, errors = open_stores_at_once(store_url)
     try:
         assert errors == []
         assert [v for v, _ in _versions(stores[0])] == [m.version for m in MIGRATIONS]

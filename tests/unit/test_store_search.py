@@ -6,7 +6,6 @@ PostgreSQL a GIN index on ``to_tsvector('english', content)``. Both come from mi
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import sqlalchemy as sa
 
 from chatmem import store as store_module
 from chatmem.store import MIGRATIONS, SCHEMA_VERSION, SearchHit, Store, StoreError
+from tests.unit.conftest import open_stores_at_once
 
 # Filler so that the words of the tests are rare in the collection (BM25 gives words found in
 # more than half of the messages no weight at all).
@@ -351,22 +351,7 @@ def test_migration_3_is_idempotent(store_url: str) -> None:
 def test_concurrent_opens_of_a_version_2_database(store_url: str) -> None:
     with _StoreAtVersion2(store_url) as old:
         cid = _conversation(old, [*FILLER, "The walrus basks on the ice."])
-    errors: list[BaseException] = []
-    stores: list[Store] = []
-    barrier = threading.Barrier(4)
-
-    def open_store() -> None:
-        barrier.wait()
-        try:
-            stores.append(Store(store_url))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=open_store) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    stores, errors = open_stores_at_once(store_url)
     try:
         assert errors == []
         assert _versions(stores[0]) == [m.version for m in MIGRATIONS]
