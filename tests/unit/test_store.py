@@ -11,6 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from chatmem import store as store_module
+from chatmem.errors import SettingsError
+from chatmem.events import Event, EventKind
 from chatmem.store import (
     EXPORT_FORMAT,
     MIGRATIONS,
@@ -19,9 +21,13 @@ from chatmem.store import (
     NotFoundError,
     Store,
     StoreError,
+    check_database_url,
     clean_settings,
     resolve_database_url,
 )
+from chatmem.store import engine as store_engine
+from chatmem.store import messages as store_messages
+from chatmem.store import schema as store_schema
 from tests.unit.conftest import open_stores_at_once
 
 # --------------------------------------------------------------------------------------------
@@ -87,6 +93,35 @@ def test_malformed_url_is_one_clear_sentence_without_the_password(raw: str, prob
     assert problem in message
     assert "hunter2" not in message
     assert message.count(". ") == 0 and message.endswith(".")
+
+
+@pytest.mark.parametrize(
+    ("raw", "kept"),
+    [
+        ("  chat.db ", "chat.db"),
+        ("sqlite:///a.db", "sqlite:///a.db"),
+        ("postgresql+psycopg://u:pw@db/chat", "postgresql+psycopg://u:pw@db/chat"),
+        ("postgres:///chat?host=/var/run/postgresql", "postgres:///chat?host=/var/run/postgresql"),
+    ],
+)
+def test_check_database_url_keeps_what_the_store_can_open(raw: str, kept: str) -> None:
+    assert check_database_url(raw) == kept
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            "mysql://sam:hunter2@db/chat",
+            "CHATMEM_DATABASE_URL must start with sqlite:/// or postgresql://, not mysql://.",
+        ),
+        ("postgresql:///chat", "CHATMEM_DATABASE_URL for PostgreSQL needs a host name."),
+    ],
+)
+def test_check_database_url_refuses_with_a_settings_error(raw: str, message: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        check_database_url(raw)
+    assert str(caught.value) == message
 
 
 def test_unreachable_postgres_names_the_masked_url() -> None:
@@ -198,7 +233,7 @@ def test_concurrent_opens_of_a_blank_database(store_url: str) -> None:
 def test_query_tables_match_the_migrated_schema(store: Store) -> None:
     assert store._engine is not None
     inspector = sa.inspect(store._engine)
-    for table in store_module._meta.sorted_tables:
+    for table in store_schema._meta.sorted_tables:
         columns = {col["name"] for col in inspector.get_columns(table.name)}
         assert columns == set(table.columns.keys()), table.name
 
@@ -210,7 +245,7 @@ def test_sqlite_connection_settings(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             busy = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
-            assert busy == store_module.SQLITE_BUSY_TIMEOUT_MS
+            assert busy == store_engine.SQLITE_BUSY_TIMEOUT_MS
 
 
 def test_closed_store_raises(store_url: str) -> None:
@@ -263,7 +298,7 @@ def test_defaults_and_missing_conversations(store: Store) -> None:
     with pytest.raises(NotFoundError):
         store.load("nope")
     with pytest.raises(NotFoundError):
-        store.add_event("nope", "fold")
+        store.add_event("nope", Event(EventKind.FOLD, "Folded."))
     assert store.messages("nope") == [] and store.count_messages("nope") == 0
 
 
@@ -314,7 +349,6 @@ def test_append_assigns_contiguous_seqs_and_bumps_updated_at(store: Store) -> No
     third = store.append_message(info.id, "tool", "{}", name="lookup", status="failed")
     assert [first.seq, second.seq, third.seq] == [1, 2, 3]
     assert (second.tokens, second.name, second.usage) == (5, "sam", {"prompt_tokens": 12})
-    assert second.as_chat() == {"role": "user", "content": "Hi", "name": "sam"}
     assert store.messages(info.id) == [first, second, third]
     assert store.count_messages(info.id) == 3
     refreshed = store.get_conversation(info.id)
@@ -401,7 +435,7 @@ def test_a_lost_seq_race_is_retried(store: Store, monkeypatch: pytest.MonkeyPatc
         return 1 if len(calls) == 1 else real(conn, conversation_id)  # 1 is taken: a lost race
 
     monkeypatch.setattr(Store, "_next_seq", staticmethod(stale_once))
-    monkeypatch.setattr(store_module.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(store_messages.time, "sleep", lambda _s: None)
     message = store.append_message(cid, "user", "two")
     assert message.seq == 2 and len(calls) == 2
     assert [m.content for m in store.messages(cid)] == ["one", "two"]
@@ -411,7 +445,7 @@ def test_a_race_lost_every_time_fails_loudly(store: Store, monkeypatch: pytest.M
     cid = store.create_conversation().id
     store.append_message(cid, "user", "one")
     monkeypatch.setattr(Store, "_next_seq", staticmethod(lambda conn, conversation_id: 1))
-    monkeypatch.setattr(store_module.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(store_messages.time, "sleep", lambda _s: None)
     with pytest.raises(StoreError, match="another writer took the next sequence number"):
         store.append_message(cid, "user", "two")
     assert store.count_messages(cid) == 1
@@ -494,17 +528,58 @@ def test_summaries_are_versions(store: Store) -> None:
 
 def test_events(store: Store) -> None:
     cid = store.create_conversation().id
-    fold = store.add_event(cid, "fold", {"covers_seq": 4})
-    store.add_event(cid, "trim")
-    store.add_event(cid, "fold_failed", {"error": "HTTP 500"})
-    assert fold.kind == "fold" and fold.data == {"covers_seq": 4}
-    assert [e.kind for e in store.list_events(cid)] == ["fold", "trim", "fold_failed"]
+    at = 1_714_564_800.123456
+    event = Event(EventKind.FOLD, "Folded 4 messages.", at=at, data={"covers_seq": 4})
+    fold = store.add_event(cid, event)
+    assert fold == Event(
+        EventKind.FOLD, "Folded 4 messages.", at=at, data={"covers_seq": 4}, id=fold.id
+    )
+    assert isinstance(fold.id, int) and event.id is None
+    store.add_event(cid, Event(EventKind.TRIM, "Left out 2 messages."))
+    store.add_event(cid, Event(EventKind.FOLD_FAILED, "HTTP 500", data={"error": "server"}))
+    events = store.list_events(cid)
+    assert events[0] == fold
+    assert [e.kind for e in events] == [EventKind.FOLD, EventKind.TRIM, EventKind.FOLD_FAILED]
+    assert all(isinstance(e.kind, EventKind) for e in events)
     assert [e.kind for e in store.list_events(cid, limit=2)] == ["trim", "fold_failed"]
-    assert store.list_events(cid)[1].data == {}
-    with pytest.raises(StoreError, match="kind"):
-        store.add_event(cid, "")
-    with pytest.raises(StoreError, match="data"):
-        store.add_event(cid, "x", {"bad": {1, 2}})  # type: ignore[dict-item]
+    assert (events[1].message, events[1].data) == ("Left out 2 messages.", {})
+    assert events[2].data == {"error": "server"}
+    assert store.list_events("nope") == []
+
+
+def test_event_rows_keep_the_stored_layout(store: Store) -> None:
+    """kind, data = {"message": ..., **figures} as JSON, created_at = the event's time in UTC."""
+    cid = store.create_conversation().id
+    store.add_event(cid, Event(EventKind.RECALL, "Recalled 2.", at=0.5, data={"seqs": [3, 4]}))
+    store.add_event(cid, Event("from_a_newer_version", "?", at=86_400.0))
+    assert store._engine is not None
+    with store._engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT kind, data, created_at FROM events ORDER BY id")).all()
+    assert [tuple(row) for row in rows] == [
+        ("recall", '{"message":"Recalled 2.","seqs":[3,4]}', "1970-01-01T00:00:00.500000+00:00"),
+        ("from_a_newer_version", '{"message":"?"}', "1970-01-02T00:00:00.000000+00:00"),
+    ]
+    assert store.list_events(cid)[1].kind == "from_a_newer_version"  # unknown kinds stay text
+
+
+@pytest.mark.parametrize(
+    ("event", "problem"),
+    [
+        (Event("", "x"), "kind: empty"),
+        (Event("k" * 101, "x"), "kind: too long"),
+        (Event("fold", "x", data={"bad": {1, 2}}), "data: not representable as JSON"),
+        (Event("fold", "x", data=[1]), "data: expected an object, got a list"),  # type: ignore[arg-type]
+        (Event("fold", object()), "data: not representable as JSON"),  # type: ignore[arg-type]
+        (Event("fold", "x", at=float("nan")), "at: nan is not a time"),
+        (Event("fold", "x", at="today"), "at: expected a Unix time"),  # type: ignore[arg-type]
+        ("fold", "event: expected an Event, got str"),
+    ],
+)
+def test_bad_events_are_refused(store: Store, event: object, problem: str, db_counts) -> None:
+    cid = store.create_conversation().id
+    with pytest.raises(StoreError, match=problem):
+        store.add_event(cid, event)  # type: ignore[arg-type]
+    assert db_counts(store)["events"] == 0
 
 
 def test_load_without_a_summary_returns_everything(store: Store) -> None:
@@ -581,7 +656,7 @@ def test_delete_cascades(store: Store, db_counts) -> None:
     gone = store.create_conversation("gone").id
     store._bulk_append(gone, [{"role": "user", "content": "x"} for _ in range(5)])
     store.add_summary(gone, "s", 1, 3)
-    store.add_event(gone, "fold")
+    store.add_event(gone, Event(EventKind.FOLD, "Folded."))
     assert db_counts(store) == {"conversations": 2, "messages": 6, "summaries": 1, "events": 1}
     assert store.delete_conversation(gone)
     assert db_counts(store) == {"conversations": 1, "messages": 1, "summaries": 0, "events": 0}
@@ -604,8 +679,8 @@ def _sample(store: Store) -> str:
     store.append_message(cid, "assistant", "Partial…", status="incomplete")
     store.add_summary(cid, "Sam likes tea.\n\nMore later.", 5, 3, model="m", usage={"x": 1})
     store.add_summary(cid, "Sam likes tea; lookup failed.", 7, 4)
-    store.add_event(cid, "fold", {"covers_seq": 3})
-    store.add_event(cid, "error", {"message": "HTTP 500", "nested": [1, {"a": None}]})
+    store.add_event(cid, Event(EventKind.FOLD, "Folded 3 messages.", data={"covers_seq": 3}))
+    store.add_event(cid, Event(EventKind.ERROR, "HTTP 500", data={"nested": [1, {"a": None}]}))
     return cid
 
 

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatmem import store as store_module
+from chatmem.events import Event, EventKind
 from chatmem.store import ImportValidationError, Store
 
 
@@ -260,7 +261,7 @@ def seeded(store: Store) -> Store:
     cid = store.create_conversation("existing").id
     store.append_message(cid, "user", "hello")
     store.add_summary(cid, "hi", 1, 1)
-    store.add_event(cid, "fold")
+    store.add_event(cid, Event(EventKind.FOLD, "Folded."))
     return store
 
 

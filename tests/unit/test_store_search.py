@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from chatmem import store as store_module
-from chatmem.store import MIGRATIONS, SCHEMA_VERSION, SearchHit, Store, StoreError
+from chatmem.store import MIGRATIONS, SCHEMA_VERSION, SearchHit, Store, StoreError, queries
 from tests.unit.conftest import open_stores_at_once
 
 # Filler so that the words of the tests are rare in the collection (BM25 gives words found in
@@ -433,7 +432,7 @@ def test_search_stays_fast_with_a_long_history(store: Store) -> None:
 
 def test_bulk_writes_are_indexed_across_insert_batches(store: Store) -> None:
     """_bulk_append and import_json insert in batches of _INSERT_CHUNK rows; none is lost."""
-    count = 2 * store_module._INSERT_CHUNK + 7
+    count = 2 * queries._INSERT_CHUNK + 7
     cid = _conversation(store, [f"pebble {i}" for i in range(count)])
     assert [m.seq for m in store.messages(cid)] == list(range(1, count + 1))
     assert len(store.search_messages(cid, "pebble", limit=count + 10)) == count

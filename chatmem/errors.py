@@ -1,0 +1,115 @@
+"""Every error chatmem raises, under one root: :class:`ChatmemError`.
+
+``except ChatmemError`` catches anything chatmem itself raises. Two errors keep ``ValueError``
+as a second base because callers of the seed API catch them that way: a bad setting
+(:class:`SettingsError`) and a message too large for the budget (:class:`ContextOverflow`).
+Code that handles both must catch them by name, never as ``ValueError``.
+
+This module imports nothing from chatmem, so every layer can use it.
+"""
+
+from __future__ import annotations
+
+
+class ChatmemError(Exception):
+    """The root of every error chatmem raises."""
+
+
+class SettingsError(ChatmemError, ValueError):
+    """A setting has a value chatmem cannot use; the message says which and why."""
+
+
+class ContextOverflow(ChatmemError, ValueError):
+    """A message cannot fit in the budget even on its own."""
+
+    def __init__(self, needed: int, limit: int, what: str = "This message") -> None:
+        self.needed = needed
+        self.limit = limit
+        super().__init__(
+            f"{what} needs {needed:,} tokens with the system prompt, but the budget "
+            f"(max_tokens) is {limit:,}. Shorten it or raise max_tokens."
+        )
+
+
+class TokenizerUnavailable(ChatmemError):
+    """The BPE data for an encoding could not be found offline."""
+
+
+class ModelError(ChatmemError):
+    """A model call failed. ``user_message`` is one plain sentence for people.
+
+    ``kind`` names the failure (``rate_limit``, ``server``, ``timeout``, ``connection``,
+    ``auth``, ``model_not_found``, ``context_length``, ``cut_off``, ``bad_request``,
+    ``local_model``); ``partial`` is the text that arrived before a stream broke.
+    """
+
+    def __init__(
+        self,
+        user_message: str,
+        *,
+        kind: str,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        limit: int | None = None,
+        requested: int | None = None,
+        partial: str = "",
+    ) -> None:
+        user_message = user_message[:1].upper() + user_message[1:]
+        super().__init__(user_message)
+        self.user_message = user_message
+        self.kind = kind
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.limit = limit
+        self.requested = requested
+        self.partial = partial
+
+    @property
+    def overflow(self) -> int | None:
+        """For a context-length error: how many tokens too many the server counted."""
+        if self.limit is None or self.requested is None:
+            return None
+        return self.requested - self.limit
+
+
+class SummaryError(ChatmemError):
+    """A summary call failed or returned nothing usable; the old summary stays."""
+
+
+class EmbeddingError(ChatmemError):
+    """An embeddings call failed. ``retryable`` says whether a later call may succeed.
+
+    ``kind``: timeout, connection, rate_limit, server (worth retrying later); auth,
+    model_not_found (embeddings cannot work with these settings); bad_request, bad_response
+    (these inputs cannot be embedded).
+    """
+
+    def __init__(self, message: str, *, kind: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retryable = retryable
+
+
+class StoreError(ChatmemError):
+    """Any failure of the store: bad URL, unreachable database, bad argument, lost race..."""
+
+
+class NotFoundError(StoreError, LookupError):
+    """The conversation (or message) asked for does not exist."""
+
+
+class ImportValidationError(StoreError):
+    """An import file was rejected; nothing was written.
+
+    ``where`` locates the problem (``"messages[3].role"``; empty for the file as a whole) and
+    ``problem`` says what is wrong; ``str(error)`` is ``"where: problem"``.
+    """
+
+    def __init__(self, where: str, problem: str) -> None:
+        self.where = where
+        self.problem = problem
+        super().__init__(f"{where}: {problem}" if where else problem)
+
+
+class ConversationUnavailable(ChatmemError, LookupError):
+    """The conversation asked for does not exist, or belongs to someone else."""

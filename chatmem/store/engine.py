@@ -1,0 +1,161 @@
+"""Connections: the SQLAlchemy engine per backend, SQLite's WAL and locking, transactions.
+
+Every store operation runs in one :func:`transaction`; driver errors come out of it as
+``StoreError`` with the driver's message (never the URL's password).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.pool import StaticPool
+
+from chatmem.errors import StoreError
+from chatmem.store.schema import max_version
+
+SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+PG_CONNECT_TIMEOUT_S: Final = 10
+
+
+class _UniqueViolation(StoreError):
+    """Internal: a UNIQUE constraint rejected a write (two writers took the same seq)."""
+
+
+def _driver_message(exc: sa_exc.SQLAlchemyError) -> str:
+    original = getattr(exc, "orig", None) or exc
+    message = " ".join(str(original).split())
+    return message if len(message) <= 300 else message[:297] + "..."
+
+
+def _is_unique_violation(exc: sa_exc.IntegrityError) -> bool:
+    original = exc.orig
+    if getattr(original, "sqlstate", None) == "23505":  # psycopg: unique_violation
+        return True
+    name = getattr(original, "sqlite_errorname", "")
+    return name in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY") or (
+        "UNIQUE constraint failed" in str(original)
+    )
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Switch a SQLite database to WAL mode, waiting out other openers.
+
+    Changing the journal mode needs an exclusive lock and, unlike other statements, does not
+    wait for ``busy_timeout``: while another process creates the same new database it fails
+    at once with "database is locked". So retry, with backoff, up to that same timeout.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
+def create_engine(url: URL) -> Engine:
+    """The engine for a URL from ``resolve_database_url`` (PostgreSQL or SQLite)."""
+    if url.get_backend_name() != "sqlite":
+        connect_args: dict[str, Any] = {}
+        if "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+        return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+    if url.database == ":memory:":
+        engine = sa.create_engine(
+            url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+        )
+    else:
+        assert url.database is not None
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            url,
+            connect_args={
+                "check_same_thread": False,
+                "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+            },
+        )
+
+    @sa_event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # We emit BEGIN ourselves (below): the sqlite3 module's legacy transaction handling
+        # would otherwise leave SELECTs and DDL outside the transaction.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            _enable_wal(cursor)
+        finally:
+            cursor.close()
+
+    @sa_event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Writers take the write lock up front (BEGIN IMMEDIATE), so two writers queue on
+        # busy_timeout instead of failing when a read lock cannot be upgraded.
+        mode = conn.get_execution_options().get("chatmem_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+@contextlib.contextmanager
+def transaction(
+    engine: Engine | None,
+    lock: contextlib.AbstractContextManager[Any],
+    *,
+    write: bool,
+    snapshot: bool = False,
+) -> Iterator[Connection]:
+    """One transaction: commit on success, roll back on any error.
+
+    ``write`` takes SQLite's write lock at BEGIN; ``snapshot`` makes a multi-query read
+    consistent on PostgreSQL (SQLite reads are always a snapshot). ``lock`` is held throughout
+    (one shared connection, as in-memory SQLite has, must not be used by two threads at once).
+    """
+    if engine is None:
+        raise StoreError("The store is closed.")
+    backend = engine.dialect.name
+    with lock:
+        try:
+            with engine.connect() as conn:
+                if write and backend == "sqlite":
+                    conn.execution_options(chatmem_begin="IMMEDIATE")
+                elif snapshot and backend == "postgresql":
+                    conn.execution_options(isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    yield conn
+        except sa_exc.IntegrityError as exc:
+            if _is_unique_violation(exc):
+                raise _UniqueViolation(_driver_message(exc)) from exc
+            raise StoreError(f"the database rejected the write: {_driver_message(exc)}") from exc
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"{backend} error: {_driver_message(exc)}") from exc
+
+
+def recorded_version(engine: Engine, lock: contextlib.AbstractContextManager[Any]) -> int | None:
+    """The schema version without taking any lock; None if the database is blank."""
+    try:
+        with lock, engine.connect() as conn:
+            try:
+                with conn.begin():
+                    return max_version(conn)
+            except (sa_exc.OperationalError, sa_exc.ProgrammingError) as exc:
+                if "schema_version" in str(exc.orig):  # no such table yet
+                    return None
+                raise
+    except sa_exc.SQLAlchemyError as exc:
+        raise StoreError(_driver_message(exc)) from exc

@@ -1,0 +1,164 @@
+"""Summaries, events, and loading a conversation to resume it.
+
+The bodies of ``Store.add_summary``, ``list_summaries``, ``add_event``, ``list_events`` and
+``load``; the methods' docstrings describe the behaviour.
+
+An event is stored as its kind, ``Event.payload()`` (the message and the figures) as the JSON
+``data`` column, and its time as ``created_at``; ``list_events`` turns rows back into
+:class:`~chatmem.events.Event` objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from chatmem.errors import StoreError
+from chatmem.events import Event
+from chatmem.store.queries import lock_conversation, require_conversation, touch
+from chatmem.store.records import (
+    MAX_CONTENT_CHARS,
+    MAX_KIND_CHARS,
+    MAX_NAME_CHARS,
+    LoadedConversation,
+    StoredMessage,
+    StoredSummary,
+    Values,
+    check,
+    check_limit,
+    count_problem,
+    dumps,
+    dumps_or_none,
+    event_record,
+    format_time,
+    json_object_problem,
+    message_record,
+    now,
+    short,
+    summary_record,
+    text_problem,
+)
+from chatmem.store.schema import events_table, messages_table, summaries_table
+
+if TYPE_CHECKING:
+    from chatmem.store.core import Store
+
+
+def add_summary(
+    store: Store,
+    cid: str,
+    text: str,
+    tokens: int,
+    covers_seq: int,
+    model: str | None,
+    usage: dict[str, Any] | None,
+) -> StoredSummary:
+    check(text_problem(text, max_chars=MAX_CONTENT_CHARS), "text")
+    check(count_problem(tokens), "tokens")
+    check(count_problem(covers_seq, minimum=1), "covers_seq")
+    if model is not None:
+        check(text_problem(model, max_chars=MAX_NAME_CHARS), "model")
+    if usage is not None:
+        check(json_object_problem(usage), "usage")
+    m = messages_table
+    with store._tx(write=True) as conn:
+        lock_conversation(conn, cid)
+        covered = conn.scalar(
+            sa.select(m.c.id).where(m.c.conversation_id == cid, m.c.seq == covers_seq)
+        )
+        if covered is None:
+            raise StoreError(
+                f"covers_seq: {covers_seq} points at no message of conversation {cid!r}"
+            )
+        created = now()
+        values = {
+            "conversation_id": cid,
+            "text": text,
+            "tokens": tokens,
+            "covers_seq": covers_seq,
+            "model": model,
+            "usage": dumps_or_none(usage),
+            "created_at": created,
+        }
+        result = conn.execute(summaries_table.insert().values(**values))
+        summary_id = result.inserted_primary_key[0]
+        touch(conn, cid, created)
+    return summary_record(Values(id=summary_id, **values))
+
+
+def list_summaries(store: Store, cid: str) -> list[StoredSummary]:
+    s = summaries_table
+    stmt = sa.select(s).where(s.c.conversation_id == cid).order_by(s.c.id)
+    with store._tx(write=False) as conn:
+        return [summary_record(row) for row in conn.execute(stmt)]
+
+
+def _event_time(at: object) -> str:
+    """``Event.at`` (Unix seconds) as a ``created_at`` value, or StoreError."""
+    if isinstance(at, bool) or not isinstance(at, int | float):
+        raise StoreError(f"at: expected a Unix time in seconds, got {short(at)}")
+    try:
+        return format_time(datetime.fromtimestamp(at, UTC))
+    except (ValueError, OverflowError, OSError):
+        raise StoreError(f"at: {short(at)} is not a time") from None
+
+
+def add_event(store: Store, cid: str, event: Event) -> Event:
+    if not isinstance(event, Event):
+        raise StoreError(f"event: expected an Event, got {type(event).__name__}")
+    check(text_problem(event.kind, max_chars=MAX_KIND_CHARS), "kind")
+    if not event.kind:
+        raise StoreError("kind: empty")
+    check(json_object_problem(event.data), "data")
+    payload = event.payload()
+    check(json_object_problem(payload), "data")
+    values = {
+        "conversation_id": cid,
+        "kind": str(event.kind),
+        "data": dumps(payload),
+        "created_at": _event_time(event.at),
+    }
+    with store._tx(write=True) as conn:
+        lock_conversation(conn, cid)
+        result = conn.execute(events_table.insert().values(**values))
+        event_id = result.inserted_primary_key[0]
+    return dataclasses.replace(event, id=event_id)
+
+
+def list_events(store: Store, cid: str, limit: int) -> list[Event]:
+    check_limit(limit, "limit")
+    e = events_table
+    stmt = sa.select(e).where(e.c.conversation_id == cid).order_by(e.c.id.desc()).limit(limit)
+    with store._tx(write=False) as conn:
+        events = [event_record(row) for row in conn.execute(stmt)]
+    events.reverse()
+    return events
+
+
+def load(store: Store, cid: str, keep_tail: int) -> LoadedConversation:
+    check_limit(keep_tail, "keep_tail")
+    m, s = messages_table, summaries_table
+    with store._tx(write=False, snapshot=True) as conn:
+        info = require_conversation(conn, cid)
+        row = conn.execute(
+            sa.select(s).where(s.c.conversation_id == cid).order_by(s.c.id.desc()).limit(1)
+        ).first()
+        summary = None if row is None else summary_record(row)
+        covers = 0 if summary is None else summary.covers_seq
+        tail = conn.execute(
+            sa.select(m).where(m.c.conversation_id == cid, m.c.seq > covers).order_by(m.c.seq)
+        )
+        messages = tuple(message_record(r) for r in tail)
+        earlier: tuple[StoredMessage, ...] = ()
+        if keep_tail and covers:
+            before = conn.execute(
+                sa.select(m)
+                .where(m.c.conversation_id == cid, m.c.seq <= covers)
+                .order_by(m.c.seq.desc())
+                .limit(keep_tail)
+            )
+            earlier = tuple(reversed([message_record(r) for r in before]))
+    return LoadedConversation(info=info, summary=summary, messages=messages, earlier=earlier)

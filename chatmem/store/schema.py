@@ -1,0 +1,355 @@
+"""The tables, and the numbered migrations that create them.
+
+Layout of the data:
+
+- ``conversations``: one row per chat (uuid4 hex id, title, settings as JSON, owner).
+- ``messages``: numbered per conversation by ``seq`` (1, 2, 3...; unique per conversation).
+- ``summaries``: rolling summary versions; ``covers_seq`` is the seq of the last message folded
+  into it, so resuming reads only the messages after it (an indexed range query).
+- ``events``: what the memory did (fold, trim, error...), for the inspector.
+- ``schema_version``: one row per applied migration (see ``MIGRATIONS``).
+- Full-text index of message content for ``search_messages`` (migration 3): on SQLite the FTS5
+  table ``messages_fts``, kept in sync by triggers on ``messages``; on PostgreSQL a GIN index
+  on ``to_tsvector('english', content)``.
+- ``embeddings`` (migration 4): one vector per message and embedding model, for hybrid recall
+  (``add_embeddings``, ``embeddings``): float32 little-endian bytes, the same on both backends.
+
+Each migration is a plain function ``(conn, backend)``, listed in order in ``MIGRATIONS``; a
+migration's DDL is frozen once released (a new change is a new migration), and every step is
+idempotent (IF NOT EXISTS...), so a half-recorded one re-applies cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from chatmem.errors import StoreError
+from chatmem.store.records import now
+
+log = logging.getLogger("chatmem.store")
+
+_PG_MIGRATION_LOCK: Final = 0x63686D656D  # "chmem": pg_advisory_xact_lock key for migrations
+
+# --------------------------------------------------------------------------------------------
+# Query-side table descriptions
+# --------------------------------------------------------------------------------------------
+
+# The DDL lives in the migrations (frozen per version); these only tell SQLAlchemy Core the
+# names and types used in statements. A test checks they agree.
+_meta = sa.MetaData()
+conversations_table = sa.Table(
+    "conversations",
+    _meta,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Text, nullable=False),
+    sa.Column("settings", sa.Text, nullable=False),
+    sa.Column("owner", sa.Text),
+)
+messages_table = sa.Table(
+    "messages",
+    _meta,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+    sa.Column("conversation_id", sa.Text, nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("name", sa.Text),
+    sa.Column("tokens", sa.Integer),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("usage", sa.Text),
+    sa.Column("created_at", sa.Text, nullable=False),
+)
+summaries_table = sa.Table(
+    "summaries",
+    _meta,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+    sa.Column("conversation_id", sa.Text, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("tokens", sa.Integer, nullable=False),
+    sa.Column("covers_seq", sa.Integer, nullable=False),
+    sa.Column("model", sa.Text),
+    sa.Column("usage", sa.Text),
+    sa.Column("created_at", sa.Text, nullable=False),
+)
+events_table = sa.Table(
+    "events",
+    _meta,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+    sa.Column("conversation_id", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Text, nullable=False),
+)
+embeddings_table = sa.Table(
+    "embeddings",
+    _meta,
+    sa.Column("message_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("model", sa.Text, primary_key=True),
+    sa.Column("conversation_id", sa.Text, nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("dims", sa.Integer, nullable=False),
+    sa.Column("vector", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.Text, nullable=False),
+)
+schema_version_table = sa.Table(
+    "schema_version",
+    _meta,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("applied_at", sa.Text, nullable=False),
+)
+TABLE_NAMES: Final = (
+    "embeddings",
+    "events",
+    "summaries",
+    "messages",
+    "conversations",
+    "schema_version",
+)
+"""Every table the store owns, children first (the order to drop them in)."""
+
+_SCHEMA_VERSION_DDL = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+)"""
+
+_SERIAL_PK = {
+    "sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT",
+    "postgresql": "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+}
+_BLOB = {"sqlite": "BLOB", "postgresql": "BYTEA"}
+
+
+def _run(conn: Connection, statements: tuple[str, ...], **names: str) -> None:
+    """Execute DDL statements in order, filling in ``{name}`` placeholders."""
+    for statement in statements:
+        conn.exec_driver_sql(statement.format(**names))
+
+
+# --------------------------------------------------------------------------------------------
+# Migrations
+# --------------------------------------------------------------------------------------------
+
+_V1_DDL = (
+    """
+    CREATE TABLE IF NOT EXISTS conversations (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        settings TEXT NOT NULL DEFAULT '{{}}',
+        owner TEXT
+    )""",
+    """
+    CREATE TABLE IF NOT EXISTS messages (
+        id {serial_pk},
+        conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL CHECK (seq > 0),
+        role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant', 'tool')),
+        content TEXT NOT NULL,
+        name TEXT,
+        tokens INTEGER CHECK (tokens >= 0),
+        status TEXT NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'failed', 'incomplete')),
+        usage TEXT,
+        created_at TEXT NOT NULL
+    )""",
+    # The unique index is also the index for every range read by (conversation_id, seq).
+    """
+    CREATE UNIQUE INDEX IF NOT EXISTS ux_messages_conversation_seq
+        ON messages (conversation_id, seq)""",
+    """
+    CREATE TABLE IF NOT EXISTS summaries (
+        id {serial_pk},
+        conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        text TEXT NOT NULL,
+        tokens INTEGER NOT NULL CHECK (tokens >= 0),
+        covers_seq INTEGER NOT NULL,
+        model TEXT,
+        usage TEXT,
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS ix_summaries_conversation ON summaries (conversation_id, id)",
+    """
+    CREATE TABLE IF NOT EXISTS events (
+        id {serial_pk},
+        conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL DEFAULT '{{}}',
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS ix_events_conversation ON events (conversation_id, id)",
+)
+
+
+def _v1_tables(conn: Connection, backend: str) -> None:
+    _run(conn, _V1_DDL, serial_pk=_SERIAL_PK[backend])
+
+
+_V2_DDL = (
+    "CREATE INDEX IF NOT EXISTS ix_conversations_updated ON conversations (updated_at)",
+    """
+    CREATE INDEX IF NOT EXISTS ix_conversations_owner_updated
+        ON conversations (owner, updated_at)""",
+)
+
+
+def _v2_owner_index(conn: Connection, backend: str) -> None:
+    _run(conn, _V2_DDL)
+
+
+# Version 3: full-text search over message content (``Store.search_messages``).
+#
+# SQLite: an FTS5 table with EXTERNAL content (content='messages', content_rowid='id'): the
+# text is stored once, in messages, and the FTS table holds only the index, so the database
+# does not double in size. Besides ``content`` it indexes ``conversation_id`` (one token: the
+# uuid hex), so a search is "this conversation AND any of the words", answered inside the
+# index: the cost follows the matches in that conversation, not the matches in every
+# conversation of a shared database. seq and status stay in messages and are checked on the
+# join by primary key. bm25() gets a weight of 0 for the conversation_id column.
+#
+# An external-content index must be told the exact old values of a row it drops, so it is
+# kept in sync by triggers rather than by the Python write paths: every way a row changes
+# (append_message, _bulk_append, import_json, update_message, the ON DELETE CASCADE from
+# conversations, even a hand-written SQL statement) goes through them. The status is not
+# indexed (search filters it on the join), so only content or conversation_id changes
+# re-index a row. The backfill is FTS5's 'rebuild', which re-reads messages from scratch:
+# running it again (a half-recorded migration) cannot index a row twice.
+_V3_SQLITE_DDL = (
+    """
+    CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
+        conversation_id, content,
+        content='messages', content_rowid='id', tokenize='porter unicode61'
+    )""",
+    """
+    CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts (rowid, conversation_id, content)
+            VALUES (new.id, new.conversation_id, new.content);
+    END""",
+    """
+    CREATE TRIGGER IF NOT EXISTS messages_fts_delete AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, conversation_id, content)
+            VALUES ('delete', old.id, old.conversation_id, old.content);
+    END""",
+    """
+    CREATE TRIGGER IF NOT EXISTS messages_fts_update
+    AFTER UPDATE OF conversation_id, content ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, conversation_id, content)
+            VALUES ('delete', old.id, old.conversation_id, old.content);
+        INSERT INTO messages_fts (rowid, conversation_id, content)
+            VALUES (new.id, new.conversation_id, new.content);
+    END""",
+    "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')",
+)
+# PostgreSQL: an expression index (no new column, so the table layout stays the same on both
+# backends). Creating it indexes the existing rows; the search repeats the exact expression
+# so the planner can use it. The build blocks writes to messages while it runs (once).
+# ANALYZE gathers the statistics of the new expression at once, so an upgraded database's
+# planner can tell selective searches from common words before autovacuum gets to it.
+_V3_POSTGRES_DDL = (
+    """
+    CREATE INDEX IF NOT EXISTS ix_messages_content_fts
+        ON messages USING gin (to_tsvector('english', content))""",
+    "ANALYZE messages",
+)
+
+
+def _v3_search_index(conn: Connection, backend: str) -> None:
+    # No placeholders: the FTS5 statements are run as written.
+    for statement in _V3_SQLITE_DDL if backend == "sqlite" else _V3_POSTGRES_DDL:
+        conn.exec_driver_sql(statement)
+
+
+# Version 4: message embeddings for hybrid recall (``add_embeddings``, ``embeddings``).
+#
+# One row per (message, embedding model): a conversation keeps working if the model setting
+# changes, and only the vectors of the current model are read. The vector is float32
+# little-endian bytes (``array('f')``) in a BLOB/BYTEA: portable, and the cosine search runs in
+# Python over one conversation's rows (read by the (conversation_id, model, seq) index).
+# conversation_id and seq are copies of the message's, so that read needs no join; the
+# message's ON DELETE CASCADE removes its vectors (and the conversation's, with it).
+_V4_DDL = (
+    """
+    CREATE TABLE IF NOT EXISTS embeddings (
+        message_id BIGINT NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+        model TEXT NOT NULL,
+        conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        dims INTEGER NOT NULL CHECK (dims > 0),
+        vector {blob} NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (message_id, model)
+    )""",
+    """
+    CREATE INDEX IF NOT EXISTS ix_embeddings_conversation_model_seq
+        ON embeddings (conversation_id, model, seq)""",
+)
+
+
+def _v4_embeddings(conn: Connection, backend: str) -> None:
+    _run(conn, _V4_DDL, blob=_BLOB[backend])
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step. ``apply(conn, backend)`` must be idempotent (IF NOT EXISTS...)."""
+
+    version: int
+    description: str
+    apply: Callable[[Connection, str], None]
+
+
+# In order; the version and description are what ``schema_version`` records.
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(1, "conversations, messages, summaries, events", _v1_tables),
+    Migration(2, "index conversations by owner and recency", _v2_owner_index),
+    Migration(3, "full-text index of message content", _v3_search_index),
+    Migration(4, "message embeddings for hybrid recall", _v4_embeddings),
+)
+SCHEMA_VERSION: Final = MIGRATIONS[-1].version
+
+
+def check_not_newer(version: int | None) -> None:
+    if version is not None and version > SCHEMA_VERSION:
+        raise StoreError(
+            f"the database schema is version {version}, newer than this chatmem "
+            f"supports ({SCHEMA_VERSION}); upgrade chatmem"
+        )
+
+
+def max_version(conn: Connection) -> int:
+    """The highest version recorded in ``schema_version`` (0 if none)."""
+    return int(conn.scalar(sa.select(sa.func.max(schema_version_table.c.version))) or 0)
+
+
+def apply_migrations(conn: Connection, backend: str, target: int, shown_url: str) -> None:
+    """Inside a write transaction: apply the migrations still missing up to ``target``.
+
+    PostgreSQL first takes an advisory lock (SQLite's BEGIN IMMEDIATE already holds the write
+    lock); the version is then re-read, so only what is still missing is applied.
+    """
+    if backend == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+    conn.exec_driver_sql(_SCHEMA_VERSION_DDL)
+    current = max_version(conn)
+    check_not_newer(current)
+    for migration in MIGRATIONS:
+        if current < migration.version <= target:
+            log.info("migrating %s to schema version %d", shown_url, migration.version)
+            migration.apply(conn, backend)
+            conn.execute(
+                schema_version_table.insert().values(
+                    version=migration.version,
+                    description=migration.description,
+                    applied_at=now(),
+                )
+            )

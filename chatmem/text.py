@@ -1,0 +1,73 @@
+"""Plain-text helpers every layer may use: query terms, snippets, clean text, titles.
+
+Imports nothing from chatmem, so the store and recall can both use it without importing
+each other.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Words too common to say anything about relevance.
+_STOPWORDS_TEXT = """
+a about above after again all am an and any are as at be because been before being below
+between both but by can could did do does doing down during each few for from further
+had has have having he her here hers herself him himself his how i if in into is it its
+itself just me more most my myself no nor not now of off on once only or other our ours
+ourselves out over own same she should so some such than that the their theirs them
+themselves then there these they this those through to too under until up very was we
+were what when where which while who whom why will with would you your yours yourself
+yourselves tell know like get got also ok okay yes yeah hi hey hello thanks thank
+"""
+STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
+
+SNIPPET_CHARS = 1200
+MAX_TERMS = 8
+_WORD_RE = re.compile(r"\w+")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def query_terms(text: str, limit: int = MAX_TERMS) -> list[str]:
+    """The distinct content words of ``text``, lower-cased, in order of appearance.
+
+    With more than ``limit`` of them, the longest are kept: long words tend to be the
+    rare, telling ones, and each extra term makes the search score more messages.
+    Linear in the length of ``text`` (a dict keeps the order and finds repeats).
+    """
+    seen: dict[str, None] = {}
+    for word in _WORD_RE.findall(text.lower()):
+        if len(word) >= 2 and word not in STOPWORDS:
+            seen[word] = None
+    words = list(seen)
+    if len(words) > limit:
+        keep = set(sorted(words, key=len, reverse=True)[:limit])
+        words = [w for w in words if w in keep][:limit]
+    return words
+
+
+def snippet(speaker: str, text: str) -> str:
+    """``speaker: text`` on one line, cut at a word boundary past :data:`SNIPPET_CHARS`."""
+    text = " ".join(text.split())
+    if len(text) > SNIPPET_CHARS:
+        text = text[:SNIPPET_CHARS].rsplit(" ", 1)[0] + " …"
+    return f"{speaker}: {text}"
+
+
+def clean_text(text: str) -> str:
+    """Make any Python string encodable: lone surrogates become U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+
+
+def clean_message(text: str) -> str:
+    """Text every part of chatmem can count, store and show: no NUL, no lone surrogates."""
+    return clean_text(text).replace("\x00", "\ufffd")
+
+
+def title_from(text: str, limit: int = 60) -> str:
+    """A conversation title from its first message."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1].rsplit(" ", 1)[0] + "…"
