@@ -4,28 +4,34 @@ Keeps a conversation inside a token budget with exact token counts, a rolling su
 older turns, the latest turns verbatim, and trimming as a fallback.
 """
 
-from chatmem.config import Settings, SettingsError, load_settings
-from chatmem.memory import Budget, Context, ContextOverflow, Memory, Message, Recalled, Summary
-from chatmem.models import (
-    ChatModel,
-    LocalChat,
+from chatmem.config import Settings, load_settings
+from chatmem.errors import (
+    ChatmemError,
+    ContextOverflow,
+    EmbeddingError,
     ModelError,
-    OpenAIChat,
-    ReplyStream,
-    Usage,
-    make_model,
+    SettingsError,
+    StoreError,
+    SummaryError,
 )
-from chatmem.session import ChatMemory, Event, TurnStat
-from chatmem.store import Store, StoreError
+from chatmem.events import Event, EventKind
+from chatmem.inspection import SummaryVersion, TurnStat
+from chatmem.memory import Budget, Context, Memory, Message, Recalled, Summary
+from chatmem.models import ChatModel, LocalChat, OpenAIChat, ReplyStream, Usage, make_model
+from chatmem.session import ChatMemory
+from chatmem.store import Store
 from chatmem.tokens import TokenCounter, count_tokens, trim_to_budget
 
 __all__ = [
     "Budget",
     "ChatMemory",
     "ChatModel",
+    "ChatmemError",
     "Context",
     "ContextOverflow",
+    "EmbeddingError",
     "Event",
+    "EventKind",
     "LocalChat",
     "Memory",
     "Message",
@@ -38,6 +44,8 @@ __all__ = [
     "Store",
     "StoreError",
     "Summary",
+    "SummaryError",
+    "SummaryVersion",
     "TokenCounter",
     "TurnStat",
     "Usage",

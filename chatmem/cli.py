@@ -6,11 +6,10 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from chatmem.config import SettingsError, load_settings
-from chatmem.memory import ContextOverflow
-from chatmem.models import ModelError
+from chatmem.config import Settings, load_settings
+from chatmem.errors import ChatmemError, ContextOverflow, ModelError
 from chatmem.session import ChatMemory
-from chatmem.store import Store, StoreError
+from chatmem.store import Store
 
 QUIT_WORDS = {"quit", "exit"}
 
@@ -87,6 +86,24 @@ def chat_loop(
             )
 
 
+def open_bot(args: argparse.Namespace, settings: Settings, store: Store | None) -> ChatMemory:
+    """The session the command line asks for: a new conversation, or ``--resume ID``.
+
+    Flags left out take their value from the settings (or, resuming, from the conversation).
+    """
+    overrides = {
+        "system": args.system,
+        "max_tokens": args.max_tokens,
+        "keep_recent": args.keep_recent,
+        "model": args.model,
+    }
+    if args.resume:
+        if store is None:
+            raise ValueError("--resume needs the store; drop --no-store.")
+        return ChatMemory.resume(store, args.resume, settings=settings, **overrides)
+    return ChatMemory(settings=settings, store=store, **overrides)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     store: Store | None = None
@@ -98,31 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             assert store is not None, "--list needs the store"
             list_conversations(store)
             return 0
-        options = {
-            "system": args.system,
-            "max_tokens": args.max_tokens,
-            "keep_recent": args.keep_recent,
-        }
-        if args.resume:
-            if store is None:
-                raise ValueError("--resume needs the store; drop --no-store.")
-            bot = ChatMemory.resume(
-                store,
-                args.resume,
-                model=args.model,
-                settings=settings,
-                **{k: v for k, v in options.items() if v is not None},
-            )
-        else:
-            bot = ChatMemory(
-                system=args.system,
-                max_tokens=args.max_tokens or settings.max_tokens,
-                keep_recent=args.keep_recent or settings.keep_recent,
-                model=args.model,
-                settings=settings,
-                store=store,
-            )
-    except (SettingsError, ValueError, LookupError, ModelError, StoreError) as exc:
+        bot = open_bot(args, settings, store)
+    except (ChatmemError, ValueError, LookupError) as exc:
         print(f"chatmem: {exc}", file=sys.stderr)
         if store is not None:
             store.close()

@@ -16,10 +16,9 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-
-class SettingsError(ValueError):
-    """A setting has a value chatmem cannot use; the message says which and why."""
-
+from chatmem.errors import SettingsError
+from chatmem.redact import mask_url, url_secrets
+from chatmem.store.urls import check_database_url
 
 DEFAULT_SYSTEM_PROMPT = "You are a friendly assistant. Be concise."
 DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
@@ -45,12 +44,23 @@ class Settings:
     local_model_path: str | None = None
     require_login: bool = False
 
-    def __repr__(self) -> str:  # the key never shows in logs or tracebacks
-        shown = ", ".join(
-            f"{f.name}={'***' if f.name == 'api_key' and self.api_key else getattr(self, f.name)!r}"
-            for f in fields(self)
-        )
-        return f"Settings({shown})"
+    def __repr__(self) -> str:  # no key or URL password in logs or tracebacks
+        def show(name: str) -> str:
+            value = getattr(self, name)
+            if name == "api_key" and value:
+                return "'***'"
+            if name in ("base_url", "database_url") and value:
+                return repr(mask_url(value))
+            return repr(value)
+
+        return f"Settings({', '.join(f'{f.name}={show(f.name)}' for f in fields(self))})"
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every credential these settings hold, for :func:`chatmem.redact.redact`."""
+        found = [self.api_key] if self.api_key else []
+        for url in (self.base_url, self.database_url):
+            found.extend(url_secrets(url))
+        return tuple(found)
 
     @property
     def uses_local_model(self) -> bool:
@@ -91,48 +101,67 @@ ENV_NAMES = {
     "require_login": "CHATMEM_REQUIRE_LOGIN",
 }
 
-KEEP_RECENT_RANGE = (2, 40)
-MIN_MAX_TOKENS = 256
+# The bounds of every numeric setting, (lowest, highest or None), defined here only: the
+# environment, the library, the CLI and the app's sliders all check against these.
+BOUNDS: dict[str, tuple[float, float | None]] = {
+    "max_tokens": (64, None),
+    "keep_recent": (2, 50),
+    "summary_max_tokens": (32, None),
+    "reply_reserve": (16, None),
+    "context_window": (512, None),
+    "timeout": (0.1, None),
+    "max_retries": (0, 10),
+}
+MAX_TOKENS_MIN = int(BOUNDS["max_tokens"][0])
+KEEP_RECENT_RANGE = (int(BOUNDS["keep_recent"][0]), int(BOUNDS["keep_recent"][1] or 0))
+MAX_TOKENS_CAP = 32_000  # the highest budget the app's slider offers, whatever the window
+FLOAT_SETTINGS = frozenset({"timeout"})
 
 
-def _int(name: str, raw: str, low: int, high: int | None = None) -> int:
-    try:
-        value = int(raw.strip().replace("_", "").replace(",", ""))
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, not {raw!r}.") from None
+def check_bound(field: str, value: object, name: str | None = None) -> Any:
+    """``value`` if it is a valid ``field`` setting, else a SettingsError naming ``name``
+    (the environment variable, or the keyword argument when None)."""
+    low, high = BOUNDS[field]
+    name = name or field
+    is_float = field in FLOAT_SETTINGS
+    kinds = (int, float) if is_float else (int,)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        what = "a number of seconds" if is_float else "a whole number"
+        raise SettingsError(f"{name} must be {what}, not {value!r}.")
     if value < low or (high is not None and value > high):
-        span = f"from {low} to {high}" if high is not None else f"at least {low}"
-        raise SettingsError(f"{name} must be {span}; it is {value}.")
+        span = f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}"
+        raise SettingsError(f"{name} must be {span}; it is {value:g}.")
     return value
 
 
-def _float(name: str, raw: str, low: float) -> float:
+def _parse(field: str, raw: str) -> Any:
+    name = ENV_NAMES[field]
     try:
-        value = float(raw)
+        if field in FLOAT_SETTINGS:
+            value: float = float(raw)
+        else:
+            value = int(raw.strip().replace("_", "").replace(",", ""))
     except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, not {raw!r}.") from None
-    if value < low:
-        raise SettingsError(f"{name} must be at least {low}; it is {value}.")
-    return value
+        what = "a number of seconds" if field in FLOAT_SETTINGS else "a whole number"
+        raise SettingsError(f"{name} must be {what}, not {raw!r}.") from None
+    return check_bound(field, value, name)
 
 
 def _flag(raw: str) -> bool:
     return raw.strip().lower() in ("1", "true", "yes", "on")
 
 
-def check_database_url(url: str) -> str:
-    """A database URL or path chatmem can open, or a SettingsError naming the problem."""
-    url = url.strip()
-    if "://" not in url:
-        return url  # a plain file path means SQLite
-    scheme = urlsplit(url).scheme.lower()
-    if scheme.split("+")[0] not in ("sqlite", "postgresql", "postgres"):
-        raise SettingsError(
-            f"CHATMEM_DATABASE_URL must start with sqlite:/// or postgresql://, not {scheme}://."
-        )
-    if scheme.startswith("postgres") and not urlsplit(url).hostname and "host=" not in url:
-        raise SettingsError("CHATMEM_DATABASE_URL for PostgreSQL needs a host name.")
-    return url
+def check_base_url(raw: str) -> str:
+    """``raw`` if it is an http(s) URL with a host and a valid port, else a SettingsError."""
+    shown = mask_url(raw.strip())
+    try:
+        parts = urlsplit(raw.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise SettingsError(f"OPENAI_BASE_URL {shown!r} is not a valid URL: {exc}.") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"OPENAI_BASE_URL must be an http(s) URL, not {shown!r}.")
+    return raw
 
 
 def _read_secrets(path: Path) -> dict[str, str]:
@@ -179,23 +208,10 @@ def load_settings(
         if raw is not None:
             values[field] = raw.strip() if field != "system_prompt" else raw
     if (raw := get("base_url")) is not None:
-        parts = urlsplit(raw.strip())
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise SettingsError(f"OPENAI_BASE_URL must be an http(s) URL, not {raw!r}.")
-    if (raw := get("max_tokens")) is not None:
-        values["max_tokens"] = _int("CHATMEM_MAX_TOKENS", raw, MIN_MAX_TOKENS)
-    if (raw := get("keep_recent")) is not None:
-        values["keep_recent"] = _int("CHATMEM_KEEP_RECENT", raw, *KEEP_RECENT_RANGE)
-    if (raw := get("summary_max_tokens")) is not None:
-        values["summary_max_tokens"] = _int("CHATMEM_SUMMARY_MAX_TOKENS", raw, 32)
-    if (raw := get("reply_reserve")) is not None:
-        values["reply_reserve"] = _int("CHATMEM_REPLY_RESERVE", raw, 16)
-    if (raw := get("context_window")) is not None:
-        values["context_window"] = _int("CHATMEM_CONTEXT_WINDOW", raw, 512)
-    if (raw := get("timeout")) is not None:
-        values["timeout"] = _float("CHATMEM_TIMEOUT", raw, 0.1)
-    if (raw := get("max_retries")) is not None:
-        values["max_retries"] = _int("CHATMEM_MAX_RETRIES", raw, 0, 10)
+        check_base_url(raw)
+    for field in BOUNDS:
+        if (raw := get(field)) is not None:
+            values[field] = _parse(field, raw)
     if (raw := get("database_url")) is not None:
         values["database_url"] = check_database_url(raw)
     if (raw := get("require_login")) is not None:

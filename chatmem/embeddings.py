@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover - numpy comes with pandas
     _np = None
 
 from chatmem.config import DEFAULT_EMBEDDING_MODEL
+from chatmem.errors import EmbeddingError
 from chatmem.models import describe_server, error_from_openai
 
 log = logging.getLogger(__name__)
@@ -49,20 +50,6 @@ MAX_INPUT_TOKENS = 8000
 """text-embedding-3 models take 8,191 tokens an input; longer messages are cut to this."""
 _SHORT_TEXT = 2000  # chars: at most 4 UTF-8 bytes each, so at most 8,000 tokens; not encoded
 MAX_DIMS = 16384
-
-
-class EmbeddingError(RuntimeError):
-    """An embeddings call failed. ``retryable`` says whether a later call may succeed.
-
-    ``kind``: timeout, connection, rate_limit, server (worth retrying later); auth,
-    model_not_found (embeddings cannot work with these settings); bad_request, bad_response
-    (these inputs cannot be embedded).
-    """
-
-    def __init__(self, message: str, *, kind: str, retryable: bool) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.retryable = retryable
 
 
 def normalize(values: Sequence[float]) -> array:

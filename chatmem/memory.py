@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatmem.errors import ContextOverflow
 from chatmem.tokens import TokenCounter
 
 SUMMARY_LABEL = (
@@ -36,18 +37,6 @@ RECALL_LABEL = (
 )
 
 ROLES = ("system", "user", "assistant", "tool")
-
-
-class ContextOverflow(ValueError):
-    """A message cannot fit in the budget even on its own."""
-
-    def __init__(self, needed: int, limit: int, what: str = "This message") -> None:
-        self.needed = needed
-        self.limit = limit
-        super().__init__(
-            f"{what} needs {needed:,} tokens with the system prompt, but the budget "
-            f"(max_tokens) is {limit:,}. Shorten it or raise max_tokens."
-        )
 
 
 @dataclass
@@ -233,6 +222,10 @@ class Memory:
         if not self.summary:
             return None
         return {"role": "system", "content": summary_block(self.summary.text)}
+
+    def summary_tokens(self, text: str) -> int:
+        """Tokens of the summary block message that carries ``text``."""
+        return self.counter.message({"role": "system", "content": summary_block(text)})
 
     @property
     def summary_cap(self) -> int:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from importlib import util as importlib_util
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
 
+from chatmem.errors import ModelError
+from chatmem.redact import redact
 from chatmem.tokens import ChatFormat, TokenCounter, counter_for_model
 
 log = logging.getLogger(__name__)
@@ -68,38 +69,6 @@ class Usage:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
 
 
-class ModelError(RuntimeError):
-    """A model call failed. ``user_message`` is one plain sentence for people."""
-
-    def __init__(
-        self,
-        user_message: str,
-        *,
-        kind: str,
-        retryable: bool = True,
-        retry_after: float | None = None,
-        limit: int | None = None,
-        requested: int | None = None,
-        partial: str = "",
-    ) -> None:
-        user_message = user_message[:1].upper() + user_message[1:]
-        super().__init__(user_message)
-        self.user_message = user_message
-        self.kind = kind
-        self.retryable = retryable
-        self.retry_after = retry_after
-        self.limit = limit
-        self.requested = requested
-        self.partial = partial
-
-    @property
-    def overflow(self) -> int | None:
-        """For a context-length error: how many tokens too many the server counted."""
-        if self.limit is None or self.requested is None:
-            return None
-        return self.requested - self.limit
-
-
 class ReplyStream:
     """A streaming reply: iterate for text chunks; ``text`` and ``usage`` fill in as it goes."""
 
@@ -107,7 +76,6 @@ class ReplyStream:
         self._events = events
         self._parts: list[str] = []
         self.usage: Usage | None = None
-        self.finished = False
 
     def __iter__(self) -> Iterator[str]:
         for event in self._events:
@@ -116,7 +84,6 @@ class ReplyStream:
             elif event:
                 self._parts.append(event)
                 yield event
-        self.finished = True
 
     @property
     def text(self) -> str:
@@ -152,16 +119,8 @@ _CONTEXT_RE = re.compile(
 )
 
 
-def public_url(url: str) -> str:
-    """The URL without any user name or password in it, fit to show."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-
-
 def describe_server(base_url: str | None) -> str:
-    return "OpenAI" if not base_url else f"the server at {public_url(base_url)}"
+    return "OpenAI" if not base_url else f"the server at {redact(base_url)}"
 
 
 def error_from_openai(exc: Exception, where: str, partial: str = "", model: str = "") -> ModelError:
@@ -263,11 +222,11 @@ class OpenAIChat:
                 f"{self.counter.label} and assumes a {self.context_window:,}-token context "
                 "window (set CHATMEM_CONTEXT_WINDOW if that is wrong)."
             )
-        where = f" at {public_url(base_url)}" if base_url else " (OpenAI)"
+        where = f" at {redact(base_url)}" if base_url else " (OpenAI)"
         self.label = f"{model}{where}"
 
     def __repr__(self) -> str:  # never show the key
-        shown = public_url(self.base_url) if self.base_url else None
+        shown = redact(self.base_url) if self.base_url else None
         return f"OpenAIChat(model={self.name!r}, base_url={shown!r})"
 
     def stream(self, messages: list[dict[str, Any]], *, max_reply_tokens: int) -> ReplyStream:

@@ -10,7 +10,6 @@ conversation's message vectors, merged with the BM25 hits by reciprocal rank fus
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
 import threading
 import time
@@ -23,42 +22,12 @@ if TYPE_CHECKING:
     from chatmem.embeddings import Embedder
     from chatmem.store import Store
 
-from chatmem.embeddings import QUERY_TIMEOUT, EmbeddingError, VectorIndex
+from chatmem.embeddings import QUERY_TIMEOUT, VectorIndex
+from chatmem.errors import EmbeddingError
 from chatmem.memory import Recalled
+from chatmem.text import query_terms, snippet
 
 log = logging.getLogger(__name__)
-
-# Words too common to say anything about relevance.
-_STOPWORDS_TEXT = """
-a about above after again all am an and any are as at be because been before being below
-between both but by can could did do does doing down during each few for from further
-had has have having he her here hers herself him himself his how i if in into is it its
-itself just me more most my myself no nor not now of off on once only or other our ours
-ourselves out over own same she should so some such than that the their theirs them
-themselves then there these they this those through to too under until up very was we
-were what when where which while who whom why will with would you your yours yourself
-yourselves tell know like get got also ok okay yes yeah hi hey hello thanks thank
-"""
-STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
-
-SNIPPET_CHARS = 1200
-MAX_TERMS = 8
-
-
-def query_terms(text: str, limit: int = MAX_TERMS) -> list[str]:
-    """The distinct content words of ``text``, lower-cased, in order of appearance.
-
-    With more than ``limit`` of them, the longest are kept: long words tend to be the
-    rare, telling ones, and each extra term makes the search score more messages.
-    """
-    words: list[str] = []
-    for word in re.findall(r"\w+", text.lower()):
-        if len(word) >= 2 and word not in STOPWORDS and word not in words:
-            words.append(word)
-    if len(words) > limit:
-        keep = set(sorted(words, key=len, reverse=True)[:limit])
-        words = [w for w in words if w in keep][:limit]
-    return words
 
 
 def fts_query(text: str) -> str | None:
@@ -67,13 +36,6 @@ def fts_query(text: str) -> str | None:
     if not terms:
         return None
     return " OR ".join('"' + t.replace('"', "") + '"' for t in terms)
-
-
-def snippet(speaker: str, text: str) -> str:
-    text = " ".join(text.split())
-    if len(text) > SNIPPET_CHARS:
-        text = text[:SNIPPET_CHARS].rsplit(" ", 1)[0] + " …"
-    return f"{speaker}: {text}"
 
 
 class RecallIndex(Protocol):
@@ -94,14 +56,12 @@ class FtsIndex:
             "speaker UNINDEXED, body, tokenize = 'porter unicode61')"
         )
         self._lock = threading.Lock()
-        self.size = 0
 
     def add(self, seq: int, speaker: str, text: str) -> None:
         with self._lock:
             self._db.execute(
                 "INSERT INTO messages(rowid, speaker, body) VALUES (?, ?, ?)", (seq, speaker, text)
             )
-            self.size += 1
 
     def search(self, query: str, *, before_seq: int, limit: int = 20) -> list[Recalled]:
         match = fts_query(query)
@@ -305,12 +265,6 @@ class HybridRecall:
             with self._lock:
                 self._busy.difference_update(seq for seq, _ in items)
         return done
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Block until background embedding (if any) has finished."""
-        flush = self._flush
-        if flush is not None:
-            flush.result(timeout=timeout)
 
     def close(self) -> None:
         """Finish background embedding and stop the worker (a later turn starts a new one)."""

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chatmem.config import Settings
-from chatmem.memory import ContextOverflow, Memory
-from chatmem.models import ChatModel, ModelError
+from chatmem.errors import ChatmemError, ContextOverflow, ModelError
+from chatmem.memory import Memory
+from chatmem.models import ChatModel
 from chatmem.sample_conversation import FactQuestion, knows
 from chatmem.session import ChatMemory
 
@@ -26,7 +27,7 @@ ROLLING = "rolling summary"
 STRATEGIES = (FULL, TRIM, ROLLING)
 
 
-class StrategyStopped(RuntimeError):
+class StrategyStopped(ChatmemError):
     """The strategy cannot continue (its request no longer fits, or the model failed)."""
 
 

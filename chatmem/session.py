@@ -1,8 +1,13 @@
 """One conversation: memory + model + (optional) store, and the turn loop.
 
 A turn: the user's message is stored before any network call; the request is built by the
-memory policy within ``max_tokens``; the reply streams; then, if the history has outgrown
-the budget, a fold is scheduled on a background worker so the user never waits for it.
+memory policy within ``max_tokens``; the reply streams; then a finish step stores the reply
+(or what arrived of it) and, if the history has outgrown the budget, schedules a fold on a
+background worker so the user never waits for it. The finish step runs however the reply
+ends: completed, failed, or abandoned by a consumer that stopped reading.
+
+Settings become a session in :mod:`chatmem.factory`; the store is written through a
+:class:`~chatmem.journal.Journal`.
 """
 
 from __future__ import annotations
@@ -10,90 +15,72 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chatmem.config import Settings, load_settings
-from chatmem.memory import (
-    Budget,
-    Context,
-    ContextOverflow,
-    FoldPlan,
-    Memory,
-    Message,
-    Recalled,
-    Summary,
-    summary_block,
-)
-from chatmem.models import ChatModel, ModelError, OpenAIChat, Usage, make_model
-from chatmem.recall import FtsIndex, HybridRecall, RecallIndex, StoreRecall
-from chatmem.summarize import Summarizer, SummaryError
-from chatmem.tokens import clean_text
+from chatmem.config import Settings, check_bound, load_settings
+from chatmem.errors import ContextOverflow, ModelError, NotFoundError, SummaryError
+from chatmem.events import Event, EventKind
+from chatmem.factory import assemble, build_recall, check_budget, saved_overrides
+from chatmem.inspection import SessionView, SummaryVersion, TurnStat
+from chatmem.journal import Journal
+from chatmem.memory import Context, FoldPlan, Memory, Message, Recalled, Summary
+from chatmem.models import ChatModel, ReplyStream, Usage
+from chatmem.recall import HybridRecall, RecallIndex
+from chatmem.summarize import Summarizer
+from chatmem.text import clean_message, title_from
 
 if TYPE_CHECKING:
     from chatmem.store import Store
 
 log = logging.getLogger(__name__)
 
-KEEP_RECENT_LIMITS = (1, 200)
-MIN_MAX_TOKENS = 64
+RECALL_LIMIT = 20  # recall candidates asked for per request
+NEW_TITLE = "New chat"
 
 
-@dataclass(frozen=True)
-class Event:
-    """Something the inspector shows: a fold, a trim, an error."""
+@dataclass
+class _Reply:
+    """One reply in progress: what the finish step needs, however the reply ended."""
 
-    kind: str  # fold, fold_failed, trim, error, context_shrunk, too_long
-    message: str
-    at: float = field(default_factory=time.time)
-    data: dict[str, Any] = field(default_factory=dict)
+    context: Context
+    stream: ReplyStream | None = None
+    completed: bool = False
+    error: ModelError | None = None
+    finished: bool = False
 
-
-@dataclass(frozen=True)
-class TurnStat:
-    """Tokens of one model call, estimated beside what the server reported."""
-
-    kind: str  # "chat" or "summary"
-    seq: int | None  # the reply's seq for chat calls
-    prompt_estimate: int
-    prompt_reported: int | None
-    completion_reported: int | None
-    at: float = field(default_factory=time.time)
+    @property
+    def partial(self) -> str:
+        text = self.stream.text if self.stream is not None else ""
+        return text or (self.error.partial if self.error is not None else "")
 
 
-def clean_message(text: str) -> str:
-    """Text every part of chatmem can count, store and show: no NUL, no lone surrogates."""
-    return clean_text(text).replace("\x00", "\ufffd")
-
-
-def title_from(text: str, limit: int = 60) -> str:
-    """A conversation title from its first message."""
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1].rsplit(" ", 1)[0] + "…"
-
-
-class ChatMemory:
+class ChatMemory(SessionView):
     """A chatbot that remembers within a token budget.
 
     >>> bot = ChatMemory(system="You are a friendly assistant. Be concise.")
     >>> bot.ask("Hi, my name is Sam.")  # doctest: +SKIP
 
+    Arguments left as None take their value from ``settings`` (default: the environment,
+    ``.env`` and ``.streamlit/secrets.toml``, see :mod:`chatmem.config`).
+
     With a ``store`` and no ``conversation_id`` a new conversation is created, owned by
     ``owner``: at once, or with ``defer_create=True`` when the first message is stored (so a
-    session that never sends anything leaves no empty conversation behind).
+    session that never sends anything leaves no empty conversation behind). With ``fit=True``
+    a budget too large for the model is lowered instead of refused (:attr:`setup_notes`).
     """
 
     def __init__(
         self,
         system: str | None = None,
-        max_tokens: int = 3000,
-        keep_recent: int = 6,
+        max_tokens: int | None = None,
+        keep_recent: int | None = None,
         model: str | ChatModel | None = None,
         *,
-        summary_max_tokens: int = 300,
-        reply_reserve: int = 512,
+        summary_max_tokens: int | None = None,
+        reply_reserve: int | None = None,
         background: bool = True,
         recall: bool = True,
         recall_share: float = 0.2,
@@ -104,99 +91,62 @@ class ChatMemory:
         conversation_id: str | None = None,
         owner: str | None = None,
         defer_create: bool = False,
+        fit: bool = False,
     ) -> None:
         self.settings = settings or load_settings()
-        if isinstance(model, ChatModel):
-            self.model: ChatModel = model
-        else:
-            self.model = make_model(
-                model or self.settings.model,
-                api_key=self.settings.api_key,
-                base_url=self.settings.base_url,
-                timeout=self.settings.timeout,
-                max_retries=self.settings.max_retries,
-                context_window=self.settings.context_window,
-                local_path=self.settings.local_model_path,
-            )
-        if (
-            summary_model is None
-            and self.settings.summary_model
-            and not self.settings.uses_local_model
-        ):
-            summary_model = make_model(
-                self.settings.summary_model,
-                api_key=self.settings.api_key,
-                base_url=self.settings.base_url,
-                timeout=self.settings.timeout,
-                max_retries=self.settings.max_retries,
-            )
-        self.summarizer = Summarizer(summary_model or self.model, self.model.counter)
-        self.memory = Memory(
-            system=system if system is not None else self.settings.system_prompt,
-            counter=self.model.counter,
+        setup = assemble(
+            self.settings,
+            model=model,
+            summary_model=summary_model,
+            system=system,
+            max_tokens=max_tokens,
+            keep_recent=keep_recent,
             summary_max_tokens=summary_max_tokens,
             reply_reserve=reply_reserve,
+            fit=fit,
         )
-        self._check_budget(max_tokens, reply_reserve)
-        self.memory.max_tokens = max_tokens
-        self.keep_recent = keep_recent
+        self.setup_notes = setup.notes
+        self.model: ChatModel = setup.model
+        self.summarizer = Summarizer(setup.summary_model, self.model.counter)
+        self.memory = Memory(
+            system=setup.system,
+            counter=self.model.counter,
+            summary_max_tokens=setup.summary_max_tokens,
+            reply_reserve=setup.reply_reserve,
+        )
+        self.memory.max_tokens = setup.max_tokens
+        self.memory.keep_recent = setup.keep_recent
         self.background = background
         if not 0.0 <= recall_share < 0.9:
             raise ValueError(f"recall_share must be from 0 to 0.9; got {recall_share!r}.")
         self._recall_share = recall_share
         self.recall = recall
-        self.title = "New chat"
-        self.events: list[Event] = []
-        self.stats: list[TurnStat] = []
+        self.title = NEW_TITLE
+        self.owner = owner
         self.fold_failures = 0  # in a row; reset by a successful fold
         self.last_context: Context | None = None
+        self._events: list[Event] = []
+        self._stats: list[TurnStat] = []
+        self._versions: list[SummaryVersion] = []  # made by this session (no store)
         self._lock = threading.RLock()
         self._executor: ThreadPoolExecutor | None = None
         self._fold: Future[None] | None = None
-        self._fold_listeners: list[Any] = []
-        self.store = store
-        self.conversation_id = conversation_id
-        self.owner = owner
-        self.recall_index: RecallIndex = recall_index or self._default_recall()
-        if store is not None:
-            if conversation_id is None:
-                if not defer_create:
-                    self._create_conversation()
-            else:
-                self._load(conversation_id)
-
-    def _default_recall(self) -> RecallIndex:
-        """BM25 (the store's full-text index when there is a store), blended with embeddings
-        when the settings name an embedding model and the chat model is OpenAI-compatible
-        (never with the local model)."""
-        store = self.store
-        lexical: RecallIndex = (
-            FtsIndex() if store is None else StoreRecall(store, lambda: self.conversation_id)
-        )
-        name = self.settings.active_embedding_model
-        if not name or not isinstance(self.model, OpenAIChat):
-            return lexical
-        from chatmem.embeddings import Embedder
-
-        embedder = Embedder(
-            name,
-            api_key=self.settings.api_key,
-            base_url=self.settings.base_url or self.model.base_url,
-            timeout=self.settings.timeout,
-            max_retries=self.settings.max_retries,
-        )
-        return HybridRecall(
-            lexical,
-            embedder,
+        self._fold_listeners: list[Callable[[Event], object]] = []
+        self._journal = Journal(store, conversation_id)
+        self.recall_index: RecallIndex = recall_index or build_recall(
+            self.settings,
+            self.model,
             store=store,
             conversation_id=lambda: self.conversation_id,
             on_event=self._recall_event,
-            background=self.background,
+            background=background,
         )
-
-    def _recall_event(self, kind: str, message: str, **data: Any) -> None:
-        with self._lock:
-            self._record(kind, message, **data)
+        if store is not None:
+            if conversation_id is None:
+                if not defer_create:
+                    self._journal.create(self._settings_record(), owner)
+            else:
+                self._load()
 
     @classmethod
     def resume(
@@ -205,37 +155,27 @@ class ChatMemory:
         """Reopen a stored conversation with the settings it was saved with.
 
         Reads the latest summary and the messages after it, not the whole history.
-        Keyword arguments override the stored settings.
+        Keyword arguments override the stored settings. Raises NotFoundError (a LookupError)
+        for an unknown id.
         """
         info = store.get_conversation(conversation_id)
         if info is None:
-            raise LookupError(f"No conversation with id {conversation_id!r}.")
-        saved = info.settings or {}
-        for key in ("max_tokens", "keep_recent"):
-            if isinstance(saved.get(key), int):
-                kw.setdefault(key, saved[key])
-        if isinstance(saved.get("system"), str):
-            kw.setdefault("system", saved["system"])
+            raise NotFoundError(f"No conversation with id {conversation_id!r}.")
+        for key, value in saved_overrides(info.settings).items():
+            if kw.get(key) is None:
+                kw[key] = value
         return cls(model=model, store=store, conversation_id=conversation_id, **kw)
 
-    def _create_conversation(self) -> None:
-        assert self.store is not None
-        info = self.store.create_conversation(settings=self._settings_record(), owner=self.owner)
-        self.conversation_id = info.id
-
-    def _load(self, conversation_id: str) -> None:
+    def _load(self) -> None:
         """Fill the memory from the store: the latest summary and the messages after it."""
-        assert self.store is not None
-        loaded = self.store.load(conversation_id)
-        counter = self.memory.counter
+        loaded = self._journal.load()
+        assert loaded is not None
         if loaded.summary is not None:
-            block = {"role": "system", "content": summary_block(loaded.summary.text)}
-            self.memory.summary = Summary(
-                text=loaded.summary.text,
-                covers_seq=loaded.summary.covers_seq,
-                tokens=counter.message(block),
-                model=loaded.summary.model,
-                created_at=loaded.summary.created_at.timestamp(),
+            self.memory.summary = self._summary(
+                loaded.summary.text,
+                loaded.summary.covers_seq,
+                loaded.summary.model,
+                loaded.summary.created_at.timestamp(),
             )
         for m in loaded.messages:
             if m.status != "ok":
@@ -251,7 +191,7 @@ class ChatMemory:
 
     @max_tokens.setter
     def max_tokens(self, value: int) -> None:
-        self._check_budget(value, self.memory.reply_reserve)
+        check_budget(self.model, self.memory.system, value, self.memory.reply_reserve)
         with self._lock:
             self.memory.max_tokens = int(value)
         self._save_settings()
@@ -262,12 +202,7 @@ class ChatMemory:
 
     @keep_recent.setter
     def keep_recent(self, value: int) -> None:
-        low, high = KEEP_RECENT_LIMITS
-        if not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(
-                f"keep_recent must be a whole number from {low} to {high}; got {value!r}."
-            )
-        self.memory.keep_recent = value
+        self.memory.keep_recent = check_bound("keep_recent", value)
         self._save_settings()
 
     @property
@@ -314,103 +249,121 @@ class ChatMemory:
             raise ValueError("The message is empty.")
         text = clean_message(text)
         with self._lock:
-            if self.store is not None and self.conversation_id is None:
-                self._create_conversation()  # deferred until there is something to keep
-            if self.store is not None and not self.memory.messages and self.title == "New chat":
+            self._journal.create(self._settings_record(), self.owner)
+            if self._journal.active and not self.memory.messages and self.title == NEW_TITLE:
                 self.title = title_from(text)
-                self._store_call("rename_conversation", self.title)
+                self._journal.rename(self.title)
             tokens = self.memory.count("user", text)
             try:
                 self.memory.check_fits("user", text)
             except ContextOverflow as exc:
-                self._store_call("append_message", "user", text, tokens=tokens, status="failed")
-                self._record("too_long", str(exc), needed=exc.needed, limit=exc.limit)
+                self._journal.append("user", text, tokens=tokens, status="failed")
+                self._record(EventKind.TOO_LONG, str(exc), needed=exc.needed, limit=exc.limit)
                 raise
-            stored = self._store_call("append_message", "user", text, tokens=tokens)
+            stored = self._journal.append("user", text, tokens=tokens)
             msg = self.memory.add(
                 "user",
                 text,
                 tokens=tokens,
-                seq=getattr(stored, "seq", None),
-                id=getattr(stored, "id", None),
+                seq=stored.seq if stored else None,
+                id=stored.id if stored else None,
             )
             self.recall_index.add(msg.seq, "user", text)
             return msg
 
     def reply_stream(self) -> Iterator[str]:
-        """Answer the newest message (after add_user_message, or to retry a failed reply)."""
+        """Answer the newest message (after add_user_message, or to retry a failed reply).
+
+        However the reply ends, :meth:`_finish_reply` runs once: the reply (or the part that
+        arrived) is stored and a fold is scheduled, even when the consumer stops early.
+        """
         with self._lock:
-            context = self._context()
-        if context.recalled:
-            self._record(
-                "recall",
-                f"Recalled {len(context.recalled)} older messages for this request.",
-                seqs=[r.seq for r in context.recalled],
-                for_seq=self.memory.messages[-1].seq,
-                scores=[round(r.score, 3) for r in context.recalled],
-            )
-        if context.trimmed:
-            self._record(
-                "trim",
-                f"Left {context.trimmed} older messages out of this request to fit the budget.",
-                trimmed=context.trimmed,
-            )
+            reply = _Reply(self._context())
+        self._record_request(reply.context)
+        try:
+            yield from self._stream(reply)
+        finally:
+            self._finish_reply(reply)
+
+    def _stream(self, reply: _Reply) -> Iterator[str]:
+        """Stream the reply; on the server's context-length error, shrink once and retry."""
         shrunk = False
         while True:
-            self.last_context = context
-            reply = self.model.stream(context.messages, max_reply_tokens=self.memory.reply_reserve)
+            self.last_context = reply.context
+            reply.stream = self.model.stream(
+                reply.context.messages, max_reply_tokens=self.memory.reply_reserve
+            )
             try:
-                yield from reply
-                break
+                yield from reply.stream
+                reply.completed = True
+                return
             except ModelError as exc:
-                if exc.kind == "context_length" and not shrunk:
-                    # the server counts differently from us: shrink by its overflow and retry
-                    over = exc.overflow if exc.overflow and exc.overflow > 0 else 0
-                    margin = 16 + context.budget.total // 20
-                    limit = context.budget.total - over - margin
-                    self._record(
-                        "context_shrunk",
-                        f"The server said the request was {over} tokens too long; "
-                        f"retrying with a {limit}-token budget.",
-                        overflow=over,
-                        limit=limit,
-                    )
-                    shrunk = True
+                if exc.kind != "context_length" or shrunk:
+                    reply.error = exc
+                    raise
+                shrunk = True
+                # the server counts differently from us: shrink by its overflow and retry
+                over = exc.overflow if exc.overflow and exc.overflow > 0 else 0
+                total = reply.context.budget.total
+                limit = total - over - (16 + total // 20)
+                self._record(
+                    EventKind.CONTEXT_SHRUNK,
+                    f"The server said the request was {over} tokens too long; "
+                    f"retrying with a {limit}-token budget.",
+                    overflow=over,
+                    limit=limit,
+                )
+                try:
                     with self._lock:
-                        try:
-                            context = self._context(limit=limit)
-                        except ContextOverflow:
-                            self._fail(exc, reply.text)
-                            raise exc from None
-                    continue
-                self._fail(exc, reply.text)
-                raise
-        self._finish(context, reply.text, reply.usage)
+                        reply.context = self._context(limit=limit)
+                except ContextOverflow:
+                    reply.error = exc
+                    raise exc from None
 
-    def _fail(self, exc: ModelError, partial: str) -> None:
-        partial = partial or exc.partial
-        if partial:
-            self._store_call("append_message", "assistant", partial, status="incomplete")
-        self._record("error", exc.user_message, error_kind=exc.kind, partial_chars=len(partial))
+    def _finish_reply(self, reply: _Reply) -> None:
+        """The one way a turn ends: store what arrived, record it, schedule a fold."""
+        if reply.finished:
+            return
+        reply.finished = True
+        if reply.completed:
+            assert reply.stream is not None
+            self._store_reply(reply.context, reply.stream.text, reply.stream.usage)
+        else:
+            partial = clean_message(reply.partial)
+            if partial:
+                self._journal.append("assistant", partial, status="incomplete")
+            if reply.error is not None:
+                error = reply.error
+                self._record(
+                    EventKind.ERROR,
+                    error.user_message,
+                    error_kind=error.kind,
+                    partial_chars=len(partial),
+                )
+            else:
+                self._record(
+                    EventKind.STOPPED,
+                    "The reply was stopped before it finished; what arrived is kept.",
+                    partial_chars=len(partial),
+                )
+        self.schedule_fold()
 
-    def _finish(self, context: Context, text: str, usage: Usage | None) -> None:
+    def _store_reply(self, context: Context, text: str, usage: Usage | None) -> None:
         text = clean_message(text)
         usage_dict = usage.as_dict() if usage else None
         with self._lock:
             tokens = self.memory.count("assistant", text)
-            stored = self._store_call(
-                "append_message", "assistant", text, tokens=tokens, usage=usage_dict
-            )
+            stored = self._journal.append("assistant", text, tokens=tokens, usage=usage_dict)
             msg = self.memory.add(
                 "assistant",
                 text,
                 usage=usage_dict,
                 tokens=tokens,
-                seq=getattr(stored, "seq", None),
-                id=getattr(stored, "id", None),
+                seq=stored.seq if stored else None,
+                id=stored.id if stored else None,
             )
             self.recall_index.add(msg.seq, "assistant", text)
-            self.stats.append(
+            self._stats.append(
                 TurnStat(
                     "chat",
                     msg.seq,
@@ -421,7 +374,22 @@ class ChatMemory:
             )
         if isinstance(self.recall_index, HybridRecall):
             self.recall_index.after_turn()  # embeds the reply off the reply's path
-        self.schedule_fold()
+
+    def _record_request(self, context: Context) -> None:
+        if context.recalled:
+            self._record(
+                EventKind.RECALL,
+                f"Recalled {len(context.recalled)} older messages for this request.",
+                seqs=[r.seq for r in context.recalled],
+                for_seq=self.memory.messages[-1].seq,
+                scores=[round(r.score, 3) for r in context.recalled],
+            )
+        if context.trimmed:
+            self._record(
+                EventKind.TRIM,
+                f"Left {context.trimmed} older messages out of this request to fit the budget.",
+                trimmed=context.trimmed,
+            )
 
     # -- folding -------------------------------------------------------------------------
     @property
@@ -457,56 +425,51 @@ class ChatMemory:
         if fold is not None:
             fold.result(timeout=timeout)
 
-    def on_fold(self, listener: Any) -> None:
+    def on_fold(self, listener: Callable[[Event], object]) -> None:
         """Call ``listener(event)`` when a fold lands or fails (from the worker thread)."""
         self._fold_listeners.append(listener)
 
     def _run_fold(self, plan: FoldPlan) -> None:
-        cap = self.memory.summary_cap
+        try:
+            event = self._fold_now(plan)
+        except Exception as exc:  # never let a fold kill the chat
+            if not isinstance(exc, SummaryError):
+                log.exception("fold crashed")
+            reason = str(exc) if isinstance(exc, SummaryError) else f"The fold crashed: {exc}"
+            with self._lock:
+                self.fold_failures += 1
+                event = self._record(
+                    EventKind.FOLD_FAILED,
+                    f"{reason} The summary was left as it was; older messages are trimmed "
+                    "until a later fold succeeds.",
+                    failures_in_a_row=self.fold_failures,
+                )
+        for listener in list(self._fold_listeners):
+            try:
+                listener(event)
+            except Exception:  # a UI callback must not break the worker
+                log.exception("fold listener failed")
+
+    def _fold_now(self, plan: FoldPlan) -> Event:
         previous = plan.previous.text if plan.previous else None
         before = sum(m.tokens for m in plan.messages) + (
             plan.previous.tokens if plan.previous else 0
         )
-        try:
-            result = self.summarizer.summarize(previous, plan.messages, cap)
-        except SummaryError as exc:
-            with self._lock:
-                self.fold_failures += 1
-                event = self._record(
-                    "fold_failed",
-                    f"{exc} The summary was left as it was; older messages are trimmed until a "
-                    "later fold succeeds.",
-                    failures_in_a_row=self.fold_failures,
-                )
-            self._notify(event)
-            return
-        except Exception as exc:  # never let a fold bug kill the chat
-            log.exception("fold crashed")
-            with self._lock:
-                self.fold_failures += 1
-                event = self._record("fold_failed", f"The fold crashed: {exc}")
-            self._notify(event)
-            return
+        result = self.summarizer.summarize(previous, plan.messages, self.memory.summary_cap)
         with self._lock:
-            block = {"role": "system", "content": summary_block(result.text)}
-            summary = Summary(
-                text=result.text,
-                covers_seq=plan.covers_seq,
-                tokens=self.memory.counter.message(block),
-                model=self.summarizer.model.name,
-                created_at=time.time(),
+            summary = self._summary(
+                result.text, plan.covers_seq, self.summarizer.model.name, time.time()
             )
             self.memory.set_summary(summary)
             self.fold_failures = 0
-            self._store_call(
-                "add_summary",
+            self._journal.add_summary(
                 summary.text,
                 summary.tokens,
                 summary.covers_seq,
                 model=summary.model,
                 usage=result.usage.as_dict(),
             )
-            self.stats.append(
+            self._stats.append(
                 TurnStat(
                     "summary",
                     None,
@@ -515,8 +478,19 @@ class ChatMemory:
                     result.usage.completion_tokens,
                 )
             )
-            event = self._record(
-                "fold",
+            self._versions.append(
+                SummaryVersion(
+                    number=len(self._versions) + 1,
+                    text=summary.text,
+                    tokens=summary.tokens,
+                    covers_seq=summary.covers_seq,
+                    created_at=summary.created_at,
+                    messages=len(plan.messages),
+                    before_tokens=before,
+                )
+            )
+            return self._record(
+                EventKind.FOLD,
                 f"Folded {len(plan.messages)} messages: {before:,} → {summary.tokens:,} tokens",
                 messages=len(plan.messages),
                 before_tokens=before,
@@ -524,71 +498,45 @@ class ChatMemory:
                 covers_seq=summary.covers_seq,
                 calls=result.calls,
             )
-        self._notify(event)
 
-    def _notify(self, event: Event) -> None:
-        for listener in list(self._fold_listeners):
-            try:
-                listener(event)
-            except Exception:  # a UI callback must not break the worker
-                log.exception("fold listener failed")
+    def _summary(self, text: str, covers_seq: int, model: str | None, created_at: float) -> Summary:
+        return Summary(
+            text=text,
+            covers_seq=covers_seq,
+            tokens=self.memory.summary_tokens(text),
+            model=model,
+            created_at=created_at,
+        )
 
-    # -- inspection ----------------------------------------------------------------------
-    def _context(self, limit: int | None = None) -> Context:
+    # -- building requests -----------------------------------------------------------------
+    def _context(self, limit: int | None = None, recalled: list[Recalled] | None = None) -> Context:
         """The next request, with older messages recalled when some are out of the window."""
         mem = self.memory
-        recalled: list[Recalled] = []
         newest = mem.messages[-1] if mem.messages else None
         if (
-            self.recall
+            recalled is None
+            and self.recall
             and newest is not None
             and newest.role == "user"
             and (mem.summary is not None or mem.history_tokens() > (limit or mem.max_tokens))
         ):
-            recalled = self.recall_index.search(newest.content, before_seq=newest.seq, limit=20)
-        return mem.context(recalled, limit=limit)
-
-    def context(self) -> Context:
-        """The request that would be sent next (for the inspector)."""
-        with self._lock:
-            return self._context()
-
-    def budget(self) -> Budget:
-        with self._lock:
-            return self._context().budget
-
-    @property
-    def model_label(self) -> str:
-        return self.model.label
+            recalled = self.recall_index.search(
+                newest.content, before_seq=newest.seq, limit=RECALL_LIMIT
+            )
+        return mem.context(recalled or [], limit=limit)
 
     # -- plumbing ------------------------------------------------------------------------
-    def _check_budget(self, max_tokens: int, reply_reserve: int) -> None:
-        if not isinstance(max_tokens, int) or max_tokens < MIN_MAX_TOKENS:
-            raise ValueError(
-                f"max_tokens must be a whole number of at least {MIN_MAX_TOKENS}; "
-                f"got {max_tokens!r}."
-            )
-        window = self.model.context_window
-        if max_tokens + reply_reserve > window:
-            raise ValueError(
-                f"max_tokens ({max_tokens:,}) plus the reply reserve ({reply_reserve:,}) is more "
-                f"than {self.model.name}'s context window of {window:,} tokens; use at most "
-                f"{window - reply_reserve:,}."
-            )
-        needed = self.memory.counter.message(self.memory.system_message()) + 3 + 16
-        if max_tokens < needed:
-            raise ValueError(
-                f"max_tokens ({max_tokens:,}) leaves no room after the system prompt, which "
-                f"needs {needed - 19:,} tokens; use at least {needed:,}."
-            )
-
-    def _record(self, kind: str, message: str, **data: Any) -> Event:
-        event = Event(kind, message, data=data)
-        self.events.append(event)
-        self._store_call("add_event", kind, {"message": message, **data})
-        if kind in ("error", "fold_failed"):
+    def _record(self, kind: EventKind, message: str, **data: Any) -> Event:
+        event = self._journal.add_event(Event(kind, message, data=data))
+        with self._lock:
+            self._events.append(event)
+        if kind in (EventKind.ERROR, EventKind.FOLD_FAILED):
             log.warning("%s: %s", kind, message)
         return event
+
+    def _recall_event(self, kind: str, message: str, **data: Any) -> None:
+        with self._lock:
+            self._record(EventKind(kind), message, **data)
 
     def _settings_record(self) -> dict[str, Any]:
         return {
@@ -599,13 +547,9 @@ class ChatMemory:
         }
 
     def _save_settings(self) -> None:
-        if getattr(self, "store", None) is not None and self.conversation_id:
-            self._store_call("update_settings", self._settings_record())
-
-    def _store_call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        if self.store is None or self.conversation_id is None:
-            return None
-        return getattr(self.store, method)(self.conversation_id, *args, **kwargs)
+        journal = getattr(self, "_journal", None)  # None while __init__ sets the memory up
+        if journal is not None:
+            journal.save_settings(self._settings_record())
 
     def close(self) -> None:
         """Wait for a running fold (and background embedding) and stop the workers."""

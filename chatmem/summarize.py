@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from chatmem.errors import ModelError, SummaryError
 from chatmem.memory import Message
-from chatmem.models import ChatModel, ModelError, Usage
+from chatmem.models import ChatModel, Usage
 from chatmem.tokens import TokenCounter
 
 SUMMARY_SYSTEM_PROMPT = """\
@@ -29,10 +30,6 @@ COMPRESS_INSTRUCTION = (
     "The recap above is too long. Rewrite it in at most {max_words} words, keeping names, "
     "numbers, dates, decisions and open questions first."
 )
-
-
-class SummaryError(RuntimeError):
-    """A summary call failed or returned nothing usable; the old summary stays."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ import gzip
 import hashlib
 import logging
 import os
-import re
 import tempfile
 import threading
 from collections import OrderedDict
@@ -27,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import tiktoken
+
+from chatmem.errors import TokenizerUnavailable
+from chatmem.text import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +68,9 @@ TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _load_lock = threading.Lock()
 _encodings: dict[str, tiktoken.Encoding] = {}
 _warned_models: set[str] = set()
-
-
-class TokenizerUnavailable(RuntimeError):
-    """The BPE data for an encoding could not be found offline."""
 
 
 def encoding_name_for_model(model: str | None) -> str:
@@ -162,15 +159,6 @@ def get_encoding(name: str) -> tiktoken.Encoding:
                 os.environ["TIKTOKEN_CACHE_DIR"] = previous
         _encodings[name] = encoding
         return encoding
-
-
-def clean_text(text: str) -> str:
-    """Make any Python string encodable: lone surrogates become U+FFFD."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return _SURROGATE.sub("\ufffd", text)
 
 
 def content_text(content: Any) -> str:

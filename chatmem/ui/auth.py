@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from chatmem.config import SettingsError
+from chatmem.errors import SettingsError
 from chatmem.ui.state import app_settings, signed_in
 
 LOGIN_ERROR_KEY = "chatmem_login_error"

@@ -8,8 +8,8 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
+from chatmem.inspection import TurnStat
 from chatmem.memory import Budget
-from chatmem.session import TurnStat
 
 WARN_AT = 0.9  # share of the budget at which the gauge turns to warning colours
 

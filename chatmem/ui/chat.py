@@ -15,9 +15,7 @@ from collections.abc import Iterator
 
 import streamlit as st
 
-from chatmem.memory import ContextOverflow
-from chatmem.models import ModelError
-from chatmem.store import StoreError
+from chatmem.errors import ContextOverflow, ModelError, StoreError
 from chatmem.ui.state import (
     ChatSession,
     model_label,
@@ -245,7 +243,7 @@ def _stream_reply(sess: ChatSession, partial: list[str]) -> None:
         sess.error = f"The conversation could not be saved: {exc}"
         sess.can_retry = True
         return
-    newest = sess.bot.memory.messages[-1] if sess.bot.memory.messages else None
+    newest = sess.bot.newest_message()
     seq = newest.seq if newest is not None and newest.role == "assistant" else None
     sess.add("assistant", "".join(partial), seq=seq)
     sess.error = None

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from chatmem.config import MAX_TOKENS_MIN
+from chatmem.replay import STRATEGIES, ReplayResult, replay
 from chatmem.sample_conversation import FACT_QUESTIONS, SYSTEM_PROMPT, USER_TURNS
 from chatmem.ui.charts import line_chart
-from chatmem.ui.replay import STRATEGIES, ReplayResult, replay
 from chatmem.ui.state import (
-    MAX_TOKENS_FLOOR,
     ChatSession,
-    max_tokens_limit,
     model_label,
     require_session,
+    slider_max_tokens,
 )
 
 RESULT_KEY = "compare_result"
@@ -39,7 +39,7 @@ def render_compare_page() -> None:
         f"**{model_label(sess.bot)}**."
     )
     local = sess.bot.settings.uses_local_model
-    reserve = sess.bot.memory.reply_reserve
+    reserve = sess.bot.reply_reserve
     with st.form("compare_form", border=True):
         cols = st.columns(4)
         turns = cols[0].number_input(
@@ -53,9 +53,9 @@ def render_compare_page() -> None:
         )
         budget = cols[1].number_input(
             "max_tokens (trimming and summary)",
-            min_value=MAX_TOKENS_FLOOR,
-            max_value=max_tokens_limit(sess.bot),
-            value=min(DEFAULT_BUDGET, max_tokens_limit(sess.bot)),
+            min_value=MAX_TOKENS_MIN,
+            max_value=slider_max_tokens(sess.bot),
+            value=min(DEFAULT_BUDGET, slider_max_tokens(sess.bot)),
             step=50,
             key=BUDGET_KEY,
         )
@@ -106,7 +106,7 @@ def _run(sess: ChatSession, turns: int, budget: int, keep: int, reply: int) -> R
         keep_recent=keep,
         reply_reserve=reply,
         settings=bot.settings,
-        summary_max_tokens=bot.memory.summary_max_tokens,
+        summary_max_tokens=bot.summary_max_tokens,
         progress=progress,
     )
     bar.empty()

@@ -7,19 +7,16 @@ its whole history, not only what happened since this browser session started.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 import streamlit as st
 
-from chatmem.memory import ContextOverflow
-from chatmem.store import StoreError
+from chatmem.errors import ContextOverflow, StoreError
+from chatmem.events import Event
+from chatmem.inspection import SummaryVersion
 from chatmem.ui.charts import stats_chart
-from chatmem.ui.recalled import MessageLookup, next_request, recall_turns
-from chatmem.ui.state import ChatSession, SummaryVersion, model_label, require_session, shown
+from chatmem.ui.recalled import MessageLookup, recall_turns
+from chatmem.ui.state import ChatSession, model_label, require_session, shown
 from chatmem.ui.text import clock, preview, safe_markdown
-
-Events = list[tuple[str, dict[str, Any], Any]]  # (kind, data with "message", when)
 
 
 def render_inspector_page() -> None:
@@ -29,7 +26,7 @@ def render_inspector_page() -> None:
     st.markdown("## Memory inspector")
     st.caption(
         f"Model: **{model_label(sess.bot)}** · budget {sess.bot.max_tokens:,} tokens · "
-        f"keep_recent {sess.bot.keep_recent} · {len(sess.bot.memory.messages):,} messages in "
+        f"keep_recent {sess.bot.keep_recent} · {sess.bot.message_count:,} messages in "
         "memory"
     )
     events = _events(sess)
@@ -41,27 +38,25 @@ def render_inspector_page() -> None:
     with recall:
         _recall(sess, events)
     with summaries:
-        _summary_versions(sess, events)
+        _summary_versions(sess)
     with tokens:
         _tokens_per_call(sess)
     with log:
         _event_log(events)
 
 
-def _events(sess: ChatSession) -> Events:
-    """The conversation's events, oldest first: from the store when there is one."""
-    cid, store = sess.conversation_id, sess.store
-    if cid is not None and store is not None:
-        try:
-            return [(e.kind, e.data, e.created_at.timestamp()) for e in store.list_events(cid)]
-        except StoreError as exc:
-            st.warning(f"The stored events could not be read: {exc}", icon=":material/warning:")
-    return [(e.kind, {"message": e.message, **e.data}, e.at) for e in sess.bot.events]
+def _events(sess: ChatSession) -> list[Event]:
+    """The conversation's events, oldest first (from the store when there is one)."""
+    try:
+        return sess.bot.history_events()
+    except StoreError as exc:
+        st.warning(f"The stored events could not be read: {exc}", icon=":material/warning:")
+        return sess.bot.events
 
 
 def _next_request(sess: ChatSession) -> None:
     try:
-        context = next_request(sess.bot)
+        context = sess.bot.next_request()
     except ContextOverflow as exc:
         st.warning(str(exc), icon=":material/warning:")
         return
@@ -108,7 +103,7 @@ def _next_request(sess: ChatSession) -> None:
     )
 
 
-def _recall(sess: ChatSession, events: Events) -> None:
+def _recall(sess: ChatSession, events: list[Event]) -> None:
     bot = sess.bot
     state = "on" if bot.recall else "off (the sidebar switch)"
     st.caption(
@@ -116,15 +111,7 @@ def _recall(sess: ChatSession, events: Events) -> None:
         "the ones that share the most telling words with your message are brought back, "
         "within a share of the budget. Score: the search's relevance (higher is closer)."
     )
-    cid, store = sess.conversation_id, sess.store
-
-    def fetch(seq: int) -> tuple[str, str] | None:
-        if cid is None or store is None:
-            return None
-        found = store.messages(cid, after_seq=seq - 1, before_seq=seq + 1)
-        return (found[0].name or found[0].role, found[0].content) if found else None
-
-    lookup = MessageLookup(bot.memory.messages, fetch, sess.snippets)
+    lookup = MessageLookup(bot.message_at, sess.snippets)
     try:
         turns = recall_turns(events, lookup, bot.last_context)
     except StoreError as exc:
@@ -132,7 +119,7 @@ def _recall(sess: ChatSession, events: Events) -> None:
         return
     last = bot.last_context
     if last is not None and last.dropped_recalled:
-        share = int(last.budget.limit * bot.memory.recall_share)
+        share = int(last.budget.limit * bot.recall_share)
         st.caption(
             f"For your last message, {last.dropped_recalled} more matching older message(s) "
             f"did not fit recall's share of the budget ({share:,} tokens)."
@@ -175,37 +162,13 @@ def _recall(sess: ChatSession, events: Events) -> None:
             )
 
 
-def _stored_versions(sess: ChatSession, events: Events) -> list[SummaryVersion] | None:
-    """Every summary version in the store, with its fold's numbers where an event has them."""
-    cid, store = sess.conversation_id, sess.store
-    if cid is None or store is None:
-        return None
+def _summary_versions(sess: ChatSession) -> None:
     try:
-        stored = store.list_summaries(cid)
-    except StoreError:
-        return None
-    folds = {
-        data.get("covers_seq"): data
-        for kind, data, _ in events
-        if kind == "fold" and isinstance(data.get("covers_seq"), int)
-    }
-    return [
-        SummaryVersion(
-            number=number,
-            text=s.text,
-            tokens=s.tokens,
-            covers_seq=s.covers_seq,
-            created_at=s.created_at.timestamp(),
-            messages=folds.get(s.covers_seq, {}).get("messages"),
-            before_tokens=folds.get(s.covers_seq, {}).get("before_tokens"),
-        )
-        for number, s in enumerate(stored, start=1)
-    ]
-
-
-def _summary_versions(sess: ChatSession, events: Events) -> None:
-    versions = _stored_versions(sess, events) or list(sess.summary_versions)
-    summary = sess.bot.memory.summary
+        versions: list[SummaryVersion] = sess.bot.summary_versions()
+    except StoreError as exc:
+        st.warning(f"The stored summaries could not be read: {exc}", icon=":material/warning:")
+        versions = []
+    summary = sess.bot.current_summary
     if summary is not None and (not versions or versions[-1].covers_seq != summary.covers_seq):
         st.caption("The current summary was made before this page started tracking versions.")
     if not versions:
@@ -258,14 +221,14 @@ def _tokens_per_call(sess: ChatSession) -> None:
     st.dataframe(frame, hide_index=True, width="stretch")
 
 
-def _event_log(events: Events) -> None:
+def _event_log(events: list[Event]) -> None:
     if not events:
         st.info("No events yet: folds, trims, recalls and errors are listed here.")
         return
     frame = pd.DataFrame(
         [
-            {"time": clock(at), "kind": kind, "message": shown(str(data.get("message", "")))}
-            for kind, data, at in reversed(events)
+            {"time": clock(e.at), "kind": str(e.kind), "message": shown(e.message)}
+            for e in reversed(events)
         ]
     )
     st.dataframe(

@@ -8,40 +8,15 @@ name the messages (seqs) and their scores, and are kept in the store with the co
 
 from __future__ import annotations
 
-import bisect
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
 
-from chatmem.memory import Context, Message
-from chatmem.recall import query_terms, snippet
-from chatmem.session import ChatMemory
+from chatmem.events import Event, EventKind
+from chatmem.memory import Context
+from chatmem.text import query_terms, snippet
 
 MAX_TURNS = 20  # recall turns the inspector lists, newest first
-
-
-def next_request(bot: ChatMemory) -> Context:
-    """The next request as the memory stands now.
-
-    What the next message will recall is not known until it is sent, so the snippets recalled
-    for the latest message stay in, re-fitted to the current budget (the recall share, and
-    only those still older than the verbatim messages). The gauge then shows the share recall
-    takes instead of dropping it to zero between turns. With recall off, none.
-    """
-    mem = bot.memory
-    last = bot.last_context
-    newest = mem.messages[-1] if mem.messages else None
-    if (
-        not bot.recall
-        or last is None
-        or not last.recalled
-        or newest is None
-        or newest.role == "user"  # a message waits for its reply: its own recall applies
-    ):
-        return bot.context()
-    return mem.context(last.recalled)
 
 
 @dataclass(frozen=True)
@@ -76,24 +51,14 @@ def _plain(word: str) -> str:
     return word[:-1] if len(word) > 3 and word.endswith("s") else word
 
 
-def _timestamp(value: Any) -> float | None:
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, int | float):
-        return float(value)
-    return None
-
-
 class MessageLookup:
-    """Message texts by seq: from the memory first, then (cached) from the store."""
+    """Message texts by seq, cached: ``fetch`` is ``ChatMemory.message_at``."""
 
     def __init__(
         self,
-        messages: Sequence[Message],
-        fetch: Callable[[int], tuple[str, str] | None] | None = None,
+        fetch: Callable[[int], tuple[str, str] | None],
         cache: dict[int, tuple[str, str]] | None = None,
     ) -> None:
-        self._messages = messages
         self._fetch = fetch
         self._cache = cache if cache is not None else {}
 
@@ -101,14 +66,8 @@ class MessageLookup:
         """(speaker, text) of the message ``seq``, or None if unknown."""
         if seq is None:
             return None
-        msgs = self._messages
-        i = bisect.bisect_left(msgs, seq, key=lambda m: m.seq)
-        if i < len(msgs) and msgs[i].seq == seq:
-            return (msgs[i].name or msgs[i].role, msgs[i].content)
         if seq in self._cache:
             return self._cache[seq]
-        if self._fetch is None:
-            return None
         found = self._fetch(seq)
         if found is not None:
             self._cache[seq] = found
@@ -116,20 +75,21 @@ class MessageLookup:
 
 
 def recall_turns(
-    events: Sequence[tuple[str, dict[str, Any], Any]],
+    events: Sequence[Event],
     lookup: MessageLookup,
     last: Context | None,
     limit: int = MAX_TURNS,
 ) -> list[RecallTurn]:
-    """Recall turns, newest first, from ``(kind, data, at)`` events.
+    """Recall turns, newest first, from the conversation's ``recall`` events.
 
     The newest turn uses the snippets exactly as sent (``last.recalled``) when they belong
     to it; older turns rebuild each snippet from the message it names.
     """
-    recalls = [(data, at) for kind, data, at in events if kind == "recall"][-limit:]
+    recalls = [e for e in events if e.kind == EventKind.RECALL][-limit:]
     turns: list[RecallTurn] = []
     sent = {r.seq: r for r in last.recalled} if last is not None else {}
-    for index, (data, at) in enumerate(reversed(recalls)):
+    for index, event in enumerate(reversed(recalls)):
+        data = event.data
         seqs = [s for s in data.get("seqs") or [] if isinstance(s, int)]
         scores = [float(s) for s in data.get("scores") or [] if isinstance(s, int | float)]
         for_seq = data.get("for_seq") if isinstance(data.get("for_seq"), int) else None
@@ -150,9 +110,9 @@ def recall_turns(
             RecallTurn(
                 for_seq=for_seq,
                 for_text=query,
-                at=_timestamp(at),
+                at=event.at,
                 hits=tuple(hits),
-                note=str(data.get("message", "")),
+                note=event.message,
             )
         )
     return turns

@@ -10,25 +10,24 @@ from __future__ import annotations
 
 import streamlit as st
 
-from chatmem.memory import ContextOverflow
+from chatmem.config import KEEP_RECENT_RANGE, MAX_TOKENS_MIN
+from chatmem.errors import ContextOverflow
+from chatmem.events import EventKind
 from chatmem.ui.charts import GAUGE_COLOR_NAMES, WARN_AT, budget_share, gauge_html
-from chatmem.ui.recalled import next_request
 from chatmem.ui.state import (
     KEEP_RECENT_KEY,
-    KEEP_RECENT_RANGE,
-    MAX_TOKENS_FLOOR,
     MAX_TOKENS_KEY,
     RECALL_KEY,
     ChatSession,
-    max_tokens_limit,
     setup_error,
     shown,
     signed_in,
+    slider_max_tokens,
 )
 from chatmem.ui.text import ago, clock, safe_markdown
 
 POLL_SECONDS = 1.0
-TOAST_ICONS = {"fold": ":material/compress:", "fold_failed": ":material/warning:"}
+TOAST_ICONS = {EventKind.FOLD: ":material/compress:", EventKind.FOLD_FAILED: ":material/warning:"}
 LOCAL_ADDRESSES = ("localhost", "127.0.0.1", "::1")
 LOCAL_MODE = "Local mode: no sign-in; serving on localhost only"
 
@@ -69,7 +68,7 @@ def _gauge(sess: ChatSession) -> None:
     bot = sess.bot
     with st.container(key="gauge"):
         try:
-            context = next_request(bot)
+            context = bot.next_request()
         except ContextOverflow as exc:
             st.warning(str(exc), icon=":material/warning:")
             return
@@ -101,7 +100,7 @@ def _gauge(sess: ChatSession) -> None:
 
 def _summary(sess: ChatSession) -> None:
     bot = sess.bot
-    summary = bot.memory.summary
+    summary = bot.current_summary
     with st.container(key="summary"):
         if summary is None:
             st.caption("No summary yet: it appears after the first fold.")
@@ -140,21 +139,21 @@ def _apply_recall(sess: ChatSession) -> None:
 
 def _settings(sess: ChatSession) -> None:
     bot = sess.bot
-    top = max(max_tokens_limit(bot), bot.max_tokens)
+    top = max(slider_max_tokens(bot), bot.max_tokens)
     if st.session_state.get(MAX_TOKENS_KEY) is None:
         st.session_state[MAX_TOKENS_KEY] = bot.max_tokens
     if st.session_state.get(KEEP_RECENT_KEY) is None:
         st.session_state[KEEP_RECENT_KEY] = bot.keep_recent
     st.slider(
         "Budget per request (max_tokens)",
-        min_value=MAX_TOKENS_FLOOR,
+        min_value=MAX_TOKENS_MIN,
         max_value=top,
         step=1,
         key=MAX_TOKENS_KEY,
         on_change=_apply_max_tokens,
         args=(sess,),
         help="The most prompt tokens a request may use: system, summary, recalled and recent "
-        f"messages. {bot.memory.reply_reserve:,} more are reserved for the reply. Takes "
+        f"messages. {bot.reply_reserve:,} more are reserved for the reply. Takes "
         "effect on the next turn; lowering it folds older messages now.",
     )
     st.slider(
@@ -182,7 +181,7 @@ def _settings(sess: ChatSession) -> None:
     if sess.settings_notice:
         st.warning(sess.settings_notice, icon=":material/warning:")
         sess.settings_notice = None
-    st.caption(f"Tokens counted with {bot.memory.counter.label or bot.model.name}.")
+    st.caption(f"Tokens counted with {bot.counter_label}.")
 
 
 def _access(sess: ChatSession) -> None:

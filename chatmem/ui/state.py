@@ -1,8 +1,7 @@
 """Per-browser-session state: one ChatMemory, the store it writes to, and what the UI shows.
 
 Everything here lives in ``st.session_state`` under :data:`SESSION_KEY`. The fold worker
-thread never calls Streamlit: its only UI hook appends to a plain list
-(:attr:`ChatSession.summary_versions`), which the script thread reads on the next run.
+thread never calls Streamlit: the script thread reads the session's events on the next run.
 
 Conversations are durable: one :class:`~chatmem.store.Store` per process (``st.cache_resource``,
 URL from ``CHATMEM_DATABASE_URL``, a SQLite file under ``.chatmem/`` by default) receives every
@@ -14,18 +13,24 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import streamlit as st
 
-from chatmem.config import KEEP_RECENT_RANGE, Settings, SettingsError, load_settings
-from chatmem.config import MIN_MAX_TOKENS as MAX_TOKENS_FLOOR
-from chatmem.models import ChatModel, ModelError, make_model
-from chatmem.session import ChatMemory, Event
-from chatmem.store import ConversationInfo, Store, StoredMessage, StoreError, resolve_database_url
-from chatmem.ui.text import first_upper, redact
+from chatmem.config import Settings, load_settings
+from chatmem.errors import (
+    ChatmemError,
+    ConversationUnavailable,
+    ModelError,
+    NotFoundError,
+)
+from chatmem.events import Event
+from chatmem.factory import clamp_keep_recent, max_tokens_limit
+from chatmem.redact import redact
+from chatmem.session import ChatMemory
+from chatmem.store import ConversationInfo, Store, StoredMessage, resolve_database_url
+from chatmem.ui.text import first_upper
 
 SESSION_KEY = "chatmem"
 ERROR_KEY = "chatmem_error"
@@ -34,7 +39,6 @@ MAX_TOKENS_KEY = "max_tokens"  # the sidebar widget keys (tests and e2e find the
 KEEP_RECENT_KEY = "keep_recent"
 RECALL_KEY = "recall"
 QUERY_KEY = "c"  # ?c=<conversation id>
-MAX_TOKENS_CAP = 32_000
 PAGE_SIZE = 50  # messages rendered at once; older ones behind "Show earlier messages"
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -50,23 +54,6 @@ NO_REPLY = (
 CUT_OFF = "The last reply was cut off before it finished. Retry to ask again."
 
 
-class ConversationUnavailable(LookupError):
-    """The conversation in the URL does not exist, or belongs to someone else."""
-
-
-@dataclass
-class SummaryVersion:
-    """One version of the rolling summary, as the inspector lists it."""
-
-    number: int
-    text: str
-    tokens: int
-    covers_seq: int
-    created_at: float | None
-    messages: int | None = None  # messages folded into this version
-    before_tokens: int | None = None
-
-
 @dataclass
 class ChatSession:
     """One browser session's conversation and the UI state around it."""
@@ -76,7 +63,6 @@ class ChatSession:
     owner: str | None = None  # who the conversation belongs to (None: local mode)
     # role, content, status ("ok", "failed", "incomplete", "too_long") and seq when stored
     transcript: list[dict[str, Any]] = field(default_factory=list)
-    summary_versions: list[SummaryVersion] = field(default_factory=list)
     seen_events: int = 0  # events already toasted
     busy: bool = False  # a reply is being produced; the chat input is disabled
     pending: str | None = None  # user text submitted, not yet sent
@@ -91,30 +77,6 @@ class ChatSession:
     missing_reason: str = UNAVAILABLE
     older_done: bool = False  # the store has nothing older than the transcript's first entry
     snippets: dict[int, tuple[str, str]] = field(default_factory=dict)  # seq -> speaker, text
-
-    def __post_init__(self) -> None:
-        self._lock = threading.Lock()
-        self.bot.on_fold(self._on_fold)
-
-    # Called on the fold worker thread: plain data only, never Streamlit.
-    def _on_fold(self, event: Event) -> None:
-        if event.kind != "fold":
-            return
-        summary = self.bot.memory.summary
-        if summary is None:
-            return
-        with self._lock:
-            self.summary_versions.append(
-                SummaryVersion(
-                    number=len(self.summary_versions) + 1,
-                    text=summary.text,
-                    tokens=summary.tokens,
-                    covers_seq=summary.covers_seq,
-                    created_at=summary.created_at,
-                    messages=event.data.get("messages"),
-                    before_tokens=event.data.get("before_tokens"),
-                )
-            )
 
     def new_events(self) -> list[Event]:
         """Events not shown yet; marks them shown."""
@@ -166,14 +128,10 @@ def entry_for(message: StoredMessage) -> dict[str, Any]:
     }
 
 
-def _clamp(value: int, low: int, high: int) -> int:
-    return max(low, min(high, value))
-
-
 def shown(text: str, bot: ChatMemory | None = None) -> str:
     """``text`` with URL passwords and the API key taken out, before it goes on a page."""
-    key = bot.settings.api_key if bot is not None else None
-    return redact(text, key, os.environ.get("OPENAI_API_KEY"))
+    known = bot.settings.secrets() if bot is not None else ()
+    return redact(text, *known, os.environ.get("OPENAI_API_KEY"))
 
 
 def model_label(bot: ChatMemory) -> str:
@@ -181,10 +139,9 @@ def model_label(bot: ChatMemory) -> str:
     return shown(bot.model_label, bot)
 
 
-def max_tokens_limit(bot: ChatMemory) -> int:
+def slider_max_tokens(bot: ChatMemory) -> int:
     """The highest budget the slider offers: the model's window minus the reply reserve."""
-    window = bot.model.context_window - bot.memory.reply_reserve
-    return max(MAX_TOKENS_FLOOR, min(MAX_TOKENS_CAP, window))
+    return max_tokens_limit(bot.model, bot.reply_reserve)
 
 
 # -- settings, store and who is asking ----------------------------------------------------
@@ -246,29 +203,6 @@ def show_id_in_url(sess: ChatSession) -> None:
 
 
 # -- making sessions ----------------------------------------------------------------------
-def _model(settings: Settings) -> ChatModel:
-    return make_model(
-        settings.model,
-        api_key=settings.api_key,
-        base_url=settings.base_url,
-        timeout=settings.timeout,
-        max_retries=settings.max_retries,
-        context_window=settings.context_window,
-        local_path=settings.local_model_path,
-    )
-
-
-def _fit_budget(wanted: int, model: ChatModel, settings: Settings, notes: list[str]) -> int:
-    room = model.context_window - settings.reply_reserve
-    if wanted > room:
-        asked, wanted = wanted, max(MAX_TOKENS_FLOOR, min(MAX_TOKENS_CAP, room))
-        notes.append(
-            f"max_tokens {asked:,} does not fit {model.name}'s context window "
-            f"of {model.context_window:,} tokens with the reply reserve; using {wanted:,}."
-        )
-    return max(MAX_TOKENS_FLOOR, wanted)
-
-
 def create_session(
     settings: Settings | None = None,
     *,
@@ -283,28 +217,17 @@ def create_session(
     With a store, the conversation is saved from its first message on (not before, so an
     unused session leaves nothing behind).
     """
-    settings = settings or load_settings()
-    model = _model(settings)
-    notes: list[str] = []
-    wanted = max_tokens if max_tokens is not None else settings.max_tokens
-    try:
-        bot = ChatMemory(
-            model=model,
-            settings=settings,
-            max_tokens=_fit_budget(wanted, model, settings, notes),
-            keep_recent=_clamp(settings.keep_recent, *KEEP_RECENT_RANGE),
-            summary_max_tokens=settings.summary_max_tokens,
-            reply_reserve=settings.reply_reserve,
-            recall=recall,
-            store=store,
-            owner=owner,
-            defer_create=True,
-        )
-    except ValueError as exc:  # a budget that cannot work with this model
-        raise SettingsError(first_upper(str(exc))) from None
-    if keep_recent is not None:
-        bot.keep_recent = _clamp(keep_recent, *KEEP_RECENT_RANGE)
-    return ChatSession(bot=bot, store=store, owner=owner, setup_notes=notes)
+    bot = ChatMemory(
+        settings=settings or load_settings(),
+        max_tokens=max_tokens,
+        keep_recent=clamp_keep_recent(keep_recent) if keep_recent is not None else None,
+        recall=recall,
+        store=store,
+        owner=owner,
+        defer_create=True,
+        fit=True,
+    )
+    return ChatSession(bot=bot, store=store, owner=owner, setup_notes=list(bot.setup_notes))
 
 
 def open_session(
@@ -318,34 +241,12 @@ def open_session(
     info = store.get_conversation(cid) if _ID_RE.fullmatch(cid) else None
     if info is None or not may_open(info, owner, settings.require_login):
         raise ConversationUnavailable(UNAVAILABLE)
-    model = _model(settings)
-    notes: list[str] = []
-    saved = info.settings or {}
-    wanted = saved.get("max_tokens")
-    keep = saved.get("keep_recent")
     try:
-        bot = ChatMemory.resume(
-            store,
-            cid,
-            model=model,
-            settings=settings,
-            max_tokens=_fit_budget(
-                wanted if isinstance(wanted, int) else settings.max_tokens, model, settings, notes
-            ),
-            keep_recent=_clamp(
-                keep if isinstance(keep, int) else settings.keep_recent, *KEEP_RECENT_RANGE
-            ),
-            summary_max_tokens=settings.summary_max_tokens,
-            reply_reserve=settings.reply_reserve,
-            recall=recall,
-            owner=owner,
-        )
-    except LookupError:  # deleted in the meantime
+        bot = ChatMemory.resume(store, cid, settings=settings, recall=recall, owner=owner, fit=True)
+    except NotFoundError:  # deleted in the meantime
         raise ConversationUnavailable(UNAVAILABLE) from None
-    except ValueError as exc:
-        raise SettingsError(first_upper(str(exc))) from None
     loaded = store.load(cid, keep_tail=PAGE_SIZE)
-    sess = ChatSession(bot=bot, store=store, owner=owner, setup_notes=notes)
+    sess = ChatSession(bot=bot, store=store, owner=owner, setup_notes=list(bot.setup_notes))
     sess.transcript = [entry_for(m) for m in loaded.display_messages]
     last = sess.transcript[-1] if sess.transcript else None
     if last is not None and last["role"] == "user" and last["status"] == "ok":
@@ -399,7 +300,7 @@ def ensure_session() -> ChatSession | None:
         if wanted is not None:
             try:
                 return _install(open_session(settings, store, wanted, owner, recall=recall))
-            except (ConversationUnavailable, SettingsError, ModelError, StoreError) as exc:
+            except ChatmemError as exc:
                 if not isinstance(sess, ChatSession):
                     sess = _install(
                         create_session(settings, store=store, owner=owner, recall=recall)
@@ -408,7 +309,7 @@ def ensure_session() -> ChatSession | None:
                 sess.missing_reason = _reason(exc)
                 return sess
         return _install(create_session(settings, store=store, owner=owner, recall=recall))
-    except (SettingsError, StoreError, PermissionError, ModelError) as exc:
+    except (ChatmemError, PermissionError) as exc:
         _fail(_reason(exc))
     return sess if isinstance(sess, ChatSession) else None
 
@@ -453,7 +354,7 @@ def new_chat() -> None:
             owner=current_owner(settings),
             recall=bool(st.session_state.get(RECALL_KEY, True)),
         )
-    except (SettingsError, ModelError, StoreError, PermissionError, ValueError) as exc:
+    except (ChatmemError, PermissionError) as exc:
         message = first_upper(exc.user_message if isinstance(exc, ModelError) else str(exc))
         if isinstance(old, ChatSession):  # keep the current chat and say why
             old.notice = f"A new chat could not start: {message}"

@@ -26,19 +26,6 @@ def safe_markdown(text: str) -> str:
     return "".join(pieces)
 
 
-_USERINFO_RE = re.compile(r"\b([a-z][a-z0-9+.\-]*://)[^/@\s'\"]+@", re.IGNORECASE)
-
-
-def redact(text: str, *secrets: str | None) -> str:
-    """Text fit to show: no ``user:password@`` in URLs, and none of ``secrets`` (e.g. the API
-    key) anywhere. A last line of defence for labels and error messages."""
-    text = _USERINFO_RE.sub(r"\1", text)
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
-
-
 def stream_safe(chunk: str) -> str:
     """A cheap per-chunk version of :func:`safe_markdown` for text while it streams."""
     return chunk.replace("$", "\\$")

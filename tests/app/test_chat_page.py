@@ -7,6 +7,7 @@ import re
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from chatmem.config import KEEP_RECENT_RANGE, MAX_TOKENS_CAP, MAX_TOKENS_MIN
 from chatmem.ui.state import PAGE_SIZE
 from tests.app.conftest import APP, TIMEOUT, send, session, shown_messages
 from tests.fakes import FakeServerProcess
@@ -54,11 +55,11 @@ def test_input_is_disabled_while_the_reply_streams(app: AppTest) -> None:
 def test_sliders_change_the_memory(app: AppTest) -> None:
     bot = session(app).bot
     budget = app.slider(key="max_tokens")
-    assert (budget.min, budget.max) == (256, 32_000)  # gpt-4o-mini's window, capped
+    assert (budget.min, budget.max) == (MAX_TOKENS_MIN, MAX_TOKENS_CAP)  # the window, capped
     budget.set_value(1000).run()
     assert bot.max_tokens == 1000
     recent = app.slider(key="keep_recent")
-    assert (recent.min, recent.max) == (2, 40)
+    assert (recent.min, recent.max) == KEEP_RECENT_RANGE
     recent.set_value(12).run()
     assert bot.keep_recent == 12
     assert bot.max_tokens == 1000

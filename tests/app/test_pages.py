@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from chatmem.replay import FULL, ROLLING, TRIM, ReplayResult
 from chatmem.sample_conversation import FACT_QUESTIONS
 from chatmem.ui.compare import RESULT_KEY
-from chatmem.ui.replay import FULL, ROLLING, TRIM, ReplayResult
 from tests.app.conftest import APP, TIMEOUT, send, session
 from tests.fakes import FakeServerProcess
 

@@ -7,6 +7,7 @@ import re
 
 from streamlit.testing.v1 import AppTest
 
+from chatmem.events import Event, EventKind
 from chatmem.ui.recalled import MessageLookup, matched_terms, recall_turns
 from tests.app.conftest import send, session, shown_messages
 from tests.fakes import FakeServerProcess
@@ -98,15 +99,16 @@ def test_inspector_lists_recall_per_turn_with_seq_score_and_snippet(app: AppTest
 
 
 def test_recall_turns_from_events() -> None:
-    class Msg:
-        def __init__(self, seq: int, role: str, content: str) -> None:
-            self.seq, self.role, self.content, self.name = seq, role, content, None
-
-    messages = [Msg(1, "user", "My dog is called Rex."), Msg(5, "user", "What is my dog called?")]
-    lookup = MessageLookup(messages)  # type: ignore[arg-type]
+    texts = {1: ("user", "My dog is called Rex."), 5: ("user", "What is my dog called?")}
+    lookup = MessageLookup(texts.get)
     events = [
-        ("fold", {"message": "Folded"}, 1.0),
-        ("recall", {"message": "Recalled 1", "seqs": [1], "scores": [2.5], "for_seq": 5}, 2.0),
+        Event(EventKind.FOLD, "Folded", at=1.0),
+        Event(
+            EventKind.RECALL,
+            "Recalled 1",
+            at=2.0,
+            data={"seqs": [1], "scores": [2.5], "for_seq": 5},
+        ),
     ]
     (turn,) = recall_turns(events, lookup, None)
     assert turn.for_seq == 5 and turn.for_text == "What is my dog called?"

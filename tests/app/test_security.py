@@ -13,11 +13,11 @@ import pytest
 from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
+from chatmem.redact import redact
 from chatmem.store import NotFoundError, Store
 from chatmem.ui.conversations import checked_conversation, visible_conversations
 from chatmem.ui.sidebar import LOCAL_MODE
 from chatmem.ui.state import UNAVAILABLE, may_open
-from chatmem.ui.text import redact
 from tests.app.conftest import APP, TIMEOUT, close, open_app, send, session, shown_messages
 from tests.fakes import FakeServerProcess
 

@@ -204,3 +204,23 @@ def test_owner_and_deferred_creation(fake, store: Store) -> None:
     assert info.owner == "sam@example.org"
     assert [c.id for c in store.list_conversations(owner="sam@example.org")] == [info.id]
     assert store.list_conversations(owner="someone@else.org") == []
+
+
+def test_a_consumer_that_stops_early_still_finishes_the_turn(fake, store: Store) -> None:
+    """The finish step runs when the reply generator is closed: what arrived is stored as
+    incomplete, a ``stopped`` event says so, and the fold the history needs is scheduled."""
+    bot = bot_for(fake, store, keep_recent=2)
+    for i in range(8):
+        bot.ask(f"Topic {i}: gardens, rivers, trains and old maps, at some length.")
+    scheduled: list[bool] = []
+    bot.schedule_fold = lambda: scheduled.append(True) or False  # type: ignore[method-assign]
+    bot.add_user_message("Tell me about the rivers again, please.")
+    chunks = bot.reply_stream()
+    first = next(chunks)
+    chunks.close()  # the reader went away (a closed tab, a rerun, a broken pipe)
+    rows = store.messages(bot.conversation_id)
+    assert rows[-1].role == "assistant" and rows[-1].status == "incomplete"
+    assert rows[-1].content.startswith(first.strip()[:5])
+    assert [e.kind for e in store.list_events(bot.conversation_id)][-1] == "stopped"
+    assert bot.events[-1].kind == "stopped"
+    assert scheduled == [True]
