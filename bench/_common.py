@@ -9,8 +9,7 @@ import os
 import platform
 import random
 import statistics
-import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,13 +19,6 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 QUICK_RESULTS_DIR = RESULTS_DIR / "quick"  # ignored by git (bench/results/.gitignore)
-
-
-def ensure_repo_on_path() -> None:
-    """Let ``python bench/bench_x.py`` import ``chatmem`` and ``tests.fakes`` from the repo."""
-    root = str(REPO_ROOT)
-    if root not in sys.path:
-        sys.path.insert(0, root)
 
 
 # ------------------------------------------------------------------------------ arguments
@@ -45,6 +37,23 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
         "with --quick)",
     )
     return parser
+
+
+def script_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
+    """:func:`base_parser` for ``python -m bench.<name>``, described by the first line of
+    the script's docstring."""
+    return base_parser(f"python -m bench.{name}", (doc or name).splitlines()[0])
+
+
+def run_main(
+    parser: argparse.ArgumentParser,
+    run_bench: Callable[[argparse.Namespace], Report],
+    argv: Sequence[str] | None,
+) -> int:
+    """A script's ``main``: parse ``argv``, run the benchmark, print its Markdown; 0."""
+    args = parser.parse_args(argv)
+    print(run_bench(args).markdown)
+    return 0
 
 
 def out_dir(args: argparse.Namespace) -> Path:
@@ -158,6 +167,24 @@ def write_report(
     return Report(name, markdown, data, files)
 
 
+def finish_report(
+    args: argparse.Namespace,
+    name: str,
+    markdown: str,
+    data: dict[str, Any],
+    chart: Callable[[Path], Path],
+    caption: str,
+) -> Report:
+    """Write ``<name>.md`` and ``.json`` to :func:`out_dir`, and unless ``--no-chart`` the
+    chart ``chart(folder / "<name>.png")``, linked at the end of the Markdown."""
+    folder = out_dir(args)
+    png = None
+    if not args.no_chart:
+        png = chart(folder / f"{name}.png")
+        markdown += f"\n![{caption}]({name}.png)\n"
+    return write_report(folder, name, markdown, data, png)
+
+
 def pyplot() -> Any:
     """matplotlib.pyplot with the Agg backend (no display needed)."""
     import matplotlib
@@ -166,6 +193,14 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_chart(fig: Any, path: Path, dpi: float | None = None) -> Path:
+    """Lay out ``fig``, write it to ``path`` (PNG) and close it; returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)  # None: matplotlib's savefig.dpi setting
+    pyplot().close(fig)
+    return path
 
 
 # ------------------------------------------------------------------------------ texts

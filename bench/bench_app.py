@@ -22,36 +22,30 @@ import contextlib
 import gc
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench._common import (
-    REPO_ROOT,
     Report,
-    base_parser,
+    finish_report,
     machine_line,
     markdown_table,
-    out_dir,
     pyplot,
-    write_report,
+    run_main,
+    save_chart,
+    script_parser,
 )
+from tests.fakes.app_process import APP, CHROMIUM, CHROMIUM_ARGS
 
 NAME = "bench_app"
-APP = REPO_ROOT / "app.py"
 SIZES = (100, 500, 2000)
 QUICK_SIZES = (100, 500)
-CHROMIUM = Path(os.environ.get("CHATMEM_CHROMIUM", "/usr/bin/chromium"))
 
 
 @dataclass(frozen=True)
@@ -160,15 +154,6 @@ def measure_reruns(sizes: tuple[int, ...], rounds: int) -> list[RerunRow]:
     return rows
 
 
-def _healthy(url: str) -> bool:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(f"{url}/_stcore/health", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def _browser_pages(url: str, start: float) -> tuple[float, float] | None:
     """Seconds from ``start`` until Chromium shows the chat page, and seconds a later
     browser session takes to show it."""
@@ -182,10 +167,7 @@ def _browser_pages(url: str, start: float) -> tuple[float, float] | None:
     idle = "[data-testid='stApp'][data-test-script-state='notRunning']"
     times = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"],
-        )
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             for _ in range(2):
                 page = browser.new_page()
@@ -201,43 +183,16 @@ def _browser_pages(url: str, start: float) -> tuple[float, float] | None:
 
 
 def measure_server(model_url: str, browser: bool) -> tuple[float, tuple[float, float] | None]:
-    from chatmem.config import ENV_NAMES
-    from tests.fakes import free_port
+    """Seconds from ``streamlit run`` until it is healthy, and the browser times."""
+    from tests.fakes.app_process import app_workdir, start_app
 
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ENV_NAMES.values()}
-    env.update(OPENAI_BASE_URL=model_url, OPENAI_API_KEY="bench", PYTHONPATH=str(REPO_ROOT))
-    command = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(APP),
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-    ]
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as workdir:
+    settings = {"OPENAI_BASE_URL": model_url, "OPENAI_API_KEY": "bench"}
+    with tempfile.TemporaryDirectory() as folder:
+        workdir = app_workdir(Path(folder))
         start = time.perf_counter()
-        process = subprocess.Popen(
-            command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            while not _healthy(url):
-                if process.poll() is not None or time.perf_counter() - start > 60:
-                    raise RuntimeError("streamlit did not start")
-                time.sleep(0.02)
+        with start_app(settings, workdir, poll=0.02) as app:
             healthy = time.perf_counter() - start
-            pages = _browser_pages(url, start) if browser else None
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+            pages = _browser_pages(app.url, start) if browser else None
     return healthy, pages
 
 
@@ -306,10 +261,7 @@ def chart(rows: list[RerunRow], path: Path) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("One chat-page rerun (AppTest)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_chart(fig, path)
 
 
 def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> Report:
@@ -344,23 +296,17 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> R
         "reruns": [asdict(r) for r in rows],
         "startup": asdict(startup),
     }
-    folder = out_dir(args)
-    png = None
-    if not args.no_chart:
-        png = chart(rows, folder / f"{NAME}.png")
-        markdown += f"\n![rerun time by conversation length]({NAME}.png)\n"
-    return write_report(folder, NAME, markdown, data, png)
+    return finish_report(
+        args, NAME, markdown, data, partial(chart, rows), "rerun time by conversation length"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser("python -m bench.bench_app", __doc__.splitlines()[0])
+    parser = script_parser(NAME, __doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="messages to preload")
     parser.add_argument("--rounds", type=int, default=None, help="timed reruns per size")
     parser.add_argument("--no-browser", action="store_true", help="skip the Chromium timings")
-    args = parser.parse_args(argv)
-    report = run_bench(args)
-    print(report.markdown)
-    return 0
+    return run_main(parser, run_bench, argv)
 
 
 if __name__ == "__main__":

@@ -34,23 +34,20 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench._common import (
     Report,
-    base_parser,
     conversation,
+    finish_report,
     fmt_ratio,
     fmt_seconds,
     machine_line,
     markdown_table,
     median,
-    out_dir,
     package_version,
     pyplot,
+    save_chart,
+    script_parser,
     user_text,
-    write_report,
 )
 
 NAME = "bench_context"
@@ -208,7 +205,6 @@ def _chatmem_session_method() -> Method:
         def remove(self, seq: int) -> None:
             with self._lock:
                 self._db.execute("DELETE FROM messages WHERE rowid = ?", (seq,))
-                self.size -= 1
 
     never_called = "http://127.0.0.1:9/v1"  # the model is never asked: no request is sent
 
@@ -267,6 +263,18 @@ def _seed_method() -> Method:
     return Method("seed", "seed recipe (re-count, pop oldest)", setup, turn)
 
 
+def _missing(key: str, label: str, package: str, exc: ImportError) -> Method:
+    """A peer that cannot be measured because ``package`` is not installed."""
+    return Method(
+        key,
+        label,
+        lambda h: None,
+        lambda s, t: lambda: 0,
+        available=False,
+        reason=f"{package} is not installed ({exc.name})",
+    )
+
+
 def _langchain_method() -> Method:
     try:
         from langchain_core.messages import (
@@ -277,14 +285,7 @@ def _langchain_method() -> Method:
             trim_messages,
         )
     except ImportError as exc:
-        return Method(
-            "langchain",
-            "LangChain trim_messages",
-            lambda h: None,
-            lambda s, t: lambda: 0,
-            available=False,
-            reason=f"langchain-core is not installed ({exc.name})",
-        )
+        return _missing("langchain", "LangChain trim_messages", "langchain-core", exc)
     enc = encoding()
     roles = {"human": "user", "ai": "assistant", "system": "system"}
 
@@ -325,14 +326,7 @@ def _llamaindex_method() -> Method:
         from llama_index.core.llms import ChatMessage
         from llama_index.core.memory import ChatMemoryBuffer
     except ImportError as exc:
-        return Method(
-            "llamaindex",
-            "LlamaIndex ChatMemoryBuffer",
-            lambda h: None,
-            lambda s, t: lambda: 0,
-            available=False,
-            reason=f"llama-index-core is not installed ({exc.name})",
-        )
+        return _missing("llamaindex", "LlamaIndex ChatMemoryBuffer", "llama-index-core", exc)
     enc = encoding()
     tokenizer = partial(enc.encode, disallowed_special=())
 
@@ -740,10 +734,7 @@ def chart(outcome: dict[str, Any], path: Path) -> Path:
     ax.set_title(f"Building the next request within {MAX_TOKENS:,} tokens")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_chart(fig, path)
 
 
 def profile_chatmem(n: int, turns: int = 200, *, session: bool = False) -> str:
@@ -769,7 +760,7 @@ def profile_chatmem(n: int, turns: int = 200, *, session: bool = False) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser("python -m bench.bench_context", __doc__.splitlines()[0])
+    parser = script_parser(NAME, __doc__)
     parser.add_argument(
         "--profile", action="store_true", help="also print a cProfile of chatmem's turn"
     )
@@ -792,12 +783,9 @@ def run_bench(args: argparse.Namespace) -> Report:
     print(f"{NAME}: sizes {', '.join(f'{n:,}' for n in sizes)}", flush=True)
     outcome = run(sizes, max_reps=max_reps, budget=budget)
     markdown, data = build_markdown(outcome, args.quick)
-    folder = out_dir(args)
-    png = None
-    if not args.no_chart:
-        png = chart(outcome, folder / f"{NAME}.png")
-        markdown += f"\n![time per turn vs history length]({NAME}.png)\n"
-    return write_report(folder, NAME, markdown, data, png)
+    return finish_report(
+        args, NAME, markdown, data, partial(chart, outcome), "time per turn vs history length"
+    )
 
 
 if __name__ == "__main__":

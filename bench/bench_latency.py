@@ -26,22 +26,21 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench._common import (
     Report,
-    base_parser,
+    finish_report,
     fmt_ratio,
     machine_line,
     markdown_table,
-    out_dir,
     pyplot,
+    run_main,
+    save_chart,
+    script_parser,
     user_text,
-    write_report,
 )
 
 NAME = "bench_latency"
@@ -356,14 +355,11 @@ def chart(modes: list[Mode], config: Config, path: Path) -> Path:
         ax.legend(fontsize=7, loc="upper left", ncol=3)
     axes[-1].set_xlabel("turn")
     fig.suptitle(f"Waiting per turn (server latency {config.latency_ms} ms per call)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_chart(fig, path)
 
 
 def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> Report:
-    from tests.fakes.openai_server import FakeOpenAIServer
+    from tests.fakes import FakeOpenAIServer
 
     config = QUICK if args.quick else FULL
     rng = random.Random(4242)
@@ -384,20 +380,13 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> R
             server.control.reset()
             modes.append(run_mode(key, label, server.url, config, texts, log))
     markdown, data = build_markdown(modes, config, args.quick)
-    folder = out_dir(args)
-    png = None
-    if not args.no_chart:
-        png = chart(modes, config, folder / f"{NAME}.png")
-        markdown += f"\n![time to first token per turn]({NAME}.png)\n"
-    return write_report(folder, NAME, markdown, data, png)
+    return finish_report(
+        args, NAME, markdown, data, partial(chart, modes, config), "time to first token per turn"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser("python -m bench.bench_latency", __doc__.splitlines()[0])
-    args = parser.parse_args(argv)
-    report = run_bench(args)
-    print(report.markdown)
-    return 0
+    return run_main(script_parser(NAME, __doc__), run_bench, argv)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,17 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from bench._common import base_parser, machine_line, markdown_table, out_dir, write_report
+from bench._common import (
+    finish_report,
+    machine_line,
+    markdown_table,
+    pyplot,
+    save_chart,
+    script_parser,
+)
 from chatmem.memory import Memory
 from chatmem.recall import FtsIndex
 from chatmem.tokens import counter_for_model
@@ -153,7 +161,7 @@ def evaluate(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = base_parser("python -m bench.bench_locomo", __doc__.splitlines()[0])
+    parser = script_parser(NAME, __doc__)
     parser.add_argument("--budgets", type=int, nargs="+", default=[2000, 4000])
     parser.add_argument("--share", type=float, default=0.2, help="recall share of the budget")
     parser.add_argument("--data", type=Path, default=DATA)
@@ -193,8 +201,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         ["budget", "strategy", "evidence recall", *CATEGORIES.values(), "context build / question"],
         rows,
     )
-    folder = out_dir(args)
-    chart_path = None if args.no_chart else chart(results, args.budgets, strategies, folder)
     markdown = (
         "# LoCoMo: evidence recall at a budget\n\n"
         "Share of each question's annotated evidence turns present verbatim in the request "
@@ -204,11 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(no usable evidence id). Embeddings: not run (no API key).\n\n"
         f"{machine_line()}\n"
     )
-    if chart_path is not None:
-        markdown += f"\n![evidence recall]({chart_path.name})\n"
-    print(markdown)
     data = {f"{n} @ {b}": r.mean for (n, b), r in results.items()}
-    write_report(folder, NAME, markdown, data, chart_path)
+    plot = partial(chart, results, args.budgets, strategies)
+    print(finish_report(args, NAME, markdown, data, plot, "evidence recall").markdown)
     return 0
 
 
@@ -216,13 +220,9 @@ def chart(
     results: dict[tuple[str, int], Score],
     budgets: list[int],
     strategies: list[tuple[str, float, bool]],
-    folder: Path,
+    path: Path,
 ) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = [s[0] for s in strategies]
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / len(names)
@@ -236,11 +236,7 @@ def chart(
     ax.set_title("LoCoMo: evidence recall at a budget")
     ax.axhline(60, color="grey", linestyle=":", linewidth=1)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = folder / f"{NAME}.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_chart(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

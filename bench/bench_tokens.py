@@ -2,7 +2,7 @@
 
 A scripted 300-turn conversation (deterministic user messages; a few facts stated early,
 asked back at the end) goes through each strategy, talking HTTP to the fake
-OpenAI-compatible server in ``tests/fakes/openai_server.py``:
+OpenAI-compatible server in ``tests/fakes/`` (in this process):
 
 * full history: every request resends the whole conversation (what a naive bot does);
 * trimming only: a chatmem ``Memory`` with no folds (the oldest exchanges fall out);
@@ -23,21 +23,20 @@ import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench._common import (
     Report,
-    base_parser,
+    finish_report,
     machine_line,
     markdown_table,
-    out_dir,
     pyplot,
+    run_main,
+    save_chart,
+    script_parser,
     user_text,
-    write_report,
 )
 
 NAME = "bench_tokens"
@@ -448,15 +447,12 @@ def chart(strategies: list[Strategy], path: Path) -> Path:
     bottom.set_title("Cumulative tokens billed (summary calls included)")
     bottom.grid(True, alpha=0.3)
     bottom.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_chart(fig, path)
 
 
 def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> Report:
     from chatmem.models import OpenAIChat
-    from tests.fakes.openai_server import FakeOpenAIServer
+    from tests.fakes import FakeOpenAIServer
 
     turns = QUICK_TURNS if args.quick else TURNS
     messages = script(turns)
@@ -481,20 +477,13 @@ def run_bench(args: argparse.Namespace, log: Callable[[str], None] = print) -> R
                 f"{strategy.summary_calls} summary calls"
             )
     markdown, data = build_markdown(strategies, turns, args.quick, summary_requests)
-    folder = out_dir(args)
-    png = None
-    if not args.no_chart:
-        png = chart(strategies, folder / f"{NAME}.png")
-        markdown += f"\n![prompt tokens per turn]({NAME}.png)\n"
-    return write_report(folder, NAME, markdown, data, png)
+    return finish_report(
+        args, NAME, markdown, data, partial(chart, strategies), "prompt tokens per turn"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser("python -m bench.bench_tokens", __doc__.splitlines()[0])
-    args = parser.parse_args(argv)
-    report = run_bench(args)
-    print(report.markdown)
-    return 0
+    return run_main(script_parser(NAME, __doc__), run_bench, argv)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,7 @@ from chatmem.embeddings import (
 from chatmem.memory import RECALL_LABEL
 from chatmem.recall import FtsIndex, HybridRecall, StoreRecall, reciprocal_rank_fusion
 from chatmem.store import Store, StoreError
-from tests.fakes import free_port
-from tests.fakes.openai_server import embed_text
+from tests.fakes import embed_text, free_port
 
 MODEL = DEFAULT_EMBEDDING_MODEL
 FILLER = [

@@ -5,9 +5,12 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +18,7 @@ import openai
 import pytest
 
 from tests.fakes import FakeOpenAIServer, FakeServerProcess, start_server_process
-from tests.fakes.openai_server import build_recap, estimate_message_tokens, extract_facts
+from tests.fakes.replies import build_recap, estimate_message_tokens, extract_facts
 
 RECAP_SYSTEM = "You maintain a running recap of the conversation. Keep names and numbers."
 
@@ -388,3 +391,21 @@ def test_in_process_server_and_command_line_options() -> None:
         assert [m.id for m in client(proc).models.list()] == ["local-x"]
         with pytest.raises(openai.BadRequestError):
             ask(proc, user("word " * 30))
+
+
+@pytest.mark.parametrize("module", ["tests.fakes.server_process"])
+def test_command_line_under_both_module_names(module: str) -> None:
+    """The command line runs under its module and the old single-module name, warning-free."""
+    command = [sys.executable, "-W", "error", "-m", module, "--port", "0"]
+    root = Path(__file__).resolve().parents[2]
+    with subprocess.Popen(
+        command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=10)
+    assert line.startswith("listening on http://127.0.0.1:"), (line, err)
+    assert "Warning" not in err
