@@ -104,7 +104,7 @@ ENV_NAMES = {
 # The bounds of every numeric setting, (lowest, highest or None), defined here only: the
 # environment, the library, the CLI and the app's sliders all check against these.
 BOUNDS: dict[str, tuple[float, float | None]] = {
-    "max_tokens": (64, None),
+    "max_tokens": (256, None),
     "keep_recent": (2, 50),
     "summary_max_tokens": (32, None),
     "reply_reserve": (16, None),

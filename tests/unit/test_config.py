@@ -39,7 +39,7 @@ def test_key_never_in_repr(tmp_path) -> None:
     ("env", "needle"),
     [
         ({"CHATMEM_MAX_TOKENS": "lots"}, "CHATMEM_MAX_TOKENS must be a whole number"),
-        ({"CHATMEM_MAX_TOKENS": "10"}, "CHATMEM_MAX_TOKENS must be at least 64"),
+        ({"CHATMEM_MAX_TOKENS": "10"}, "CHATMEM_MAX_TOKENS must be at least 256"),
         ({"CHATMEM_KEEP_RECENT": "99"}, "CHATMEM_KEEP_RECENT must be from 2 to 50"),
         ({"CHATMEM_TIMEOUT": "soon"}, "CHATMEM_TIMEOUT must be a number"),
         ({"OPENAI_BASE_URL": "localhost:11434"}, "OPENAI_BASE_URL must be an http(s) URL"),
