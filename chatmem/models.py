@@ -127,30 +127,43 @@ def error_from_openai(exc: Exception, where: str, partial: str = "", model: str 
     """Turn an openai SDK exception into a ModelError with a plain sentence."""
     import openai
 
-    if isinstance(exc, openai.APITimeoutError):
-        return ModelError(
-            f"{where} took too long to answer, so the request timed out.",
-            kind="timeout",
-            partial=partial,
-        )
-    if isinstance(exc, openai.APIConnectionError):
-        return ModelError(
-            f"Could not reach {where}: the connection failed or was cut off.",
-            kind="connection",
-            partial=partial,
-        )
-    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-        return ModelError(
-            f"{where} rejected the API key; check OPENAI_API_KEY.",
-            kind="auth",
-            retryable=False,
-        )
-    if isinstance(exc, openai.NotFoundError):
-        return ModelError(
-            f"{where} does not serve the model {model!r}; set CHATMEM_MODEL to one it has.",
-            kind="model_not_found",
-            retryable=False,
-        )
+    # Failures told in one fixed sentence, checked in order (a timeout is also a connection
+    # error): SDK classes, sentence, kind, retryable. A retryable one keeps the partial reply;
+    # a refused key or model comes before any reply, so it has none.
+    fixed: tuple[tuple[type[Exception] | tuple[type[Exception], ...], str, str, bool], ...] = (
+        (
+            openai.APITimeoutError,
+            "{where} took too long to answer, so the request timed out.",
+            "timeout",
+            True,
+        ),
+        (
+            openai.APIConnectionError,
+            "Could not reach {where}: the connection failed or was cut off.",
+            "connection",
+            True,
+        ),
+        (
+            (openai.AuthenticationError, openai.PermissionDeniedError),
+            "{where} rejected the API key; check OPENAI_API_KEY.",
+            "auth",
+            False,
+        ),
+        (
+            openai.NotFoundError,
+            "{where} does not serve the model {model!r}; set CHATMEM_MODEL to one it has.",
+            "model_not_found",
+            False,
+        ),
+    )
+    for classes, sentence, kind, retryable in fixed:
+        if isinstance(exc, classes):
+            return ModelError(
+                sentence.format(where=where, model=model),
+                kind=kind,
+                retryable=retryable,
+                partial=partial if retryable else "",
+            )
     if isinstance(exc, openai.RateLimitError):
         retry_after = None
         with contextlib.suppress(ValueError, AttributeError):

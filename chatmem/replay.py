@@ -11,7 +11,7 @@ counter, framing included; summary calls count as input tokens of the rolling st
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from chatmem.config import Settings
@@ -25,6 +25,22 @@ FULL = "full history"
 TRIM = "trimming only"
 ROLLING = "rolling summary"
 STRATEGIES = (FULL, TRIM, ROLLING)
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    """The memory settings every strategy of a replay shares (``ChatMemory``'s keywords)."""
+
+    system: str
+    max_tokens: int
+    keep_recent: int
+    reply_reserve: int
+    settings: Settings | None = None
+    summary_max_tokens: int = 300
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The options as keyword arguments (a shallow copy: ``settings`` is passed as is)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class StrategyStopped(ChatmemError):
@@ -44,10 +60,10 @@ class FullHistory:
 
     name = FULL
 
-    def __init__(self, model: ChatModel, system: str, reply_reserve: int) -> None:
+    def __init__(self, model: ChatModel, options: MemoryOptions) -> None:
         self.model = model
-        self.reply_reserve = reply_reserve
-        self.messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
+        self.reply_reserve = options.reply_reserve
+        self.messages: list[dict[str, Any]] = [{"role": "system", "content": options.system}]
 
     def turn(self, text: str) -> tuple[str, int, int]:
         self.messages.append({"role": "user", "content": text})
@@ -67,16 +83,14 @@ class TrimmingOnly:
 
     name = TRIM
 
-    def __init__(
-        self, model: ChatModel, system: str, max_tokens: int, keep_recent: int, reply_reserve: int
-    ) -> None:
+    def __init__(self, model: ChatModel, options: MemoryOptions) -> None:
         self.model = model
         self.memory = Memory(
-            system=system,
+            system=options.system,
             counter=model.counter,
-            max_tokens=max_tokens,
-            keep_recent=keep_recent,
-            reply_reserve=reply_reserve,
+            max_tokens=options.max_tokens,
+            keep_recent=options.keep_recent,
+            reply_reserve=options.reply_reserve,
         )
 
     def turn(self, text: str) -> tuple[str, int, int]:
@@ -96,26 +110,8 @@ class RollingSummary:
 
     name = ROLLING
 
-    def __init__(
-        self,
-        model: ChatModel,
-        system: str,
-        max_tokens: int,
-        keep_recent: int,
-        reply_reserve: int,
-        settings: Settings | None = None,
-        summary_max_tokens: int = 300,
-    ) -> None:
-        self.bot = ChatMemory(
-            system=system,
-            model=model,
-            settings=settings,
-            max_tokens=max_tokens,
-            keep_recent=keep_recent,
-            reply_reserve=reply_reserve,
-            summary_max_tokens=summary_max_tokens,
-            background=False,
-        )
+    def __init__(self, model: ChatModel, options: MemoryOptions) -> None:
+        self.bot = ChatMemory(model=model, background=False, **options.as_kwargs())
 
     def turn(self, text: str) -> tuple[str, int, int]:
         summaries_before = self._summary_input()
@@ -210,31 +206,21 @@ def replay(
     model: ChatModel,
     turns: Sequence[str],
     questions: Sequence[FactQuestion],
+    options: MemoryOptions,
     *,
-    system: str,
-    max_tokens: int,
-    keep_recent: int,
-    reply_reserve: int,
-    settings: Settings | None = None,
-    summary_max_tokens: int = 300,
     progress: Progress | None = None,
 ) -> ReplayResult:
     """Replay ``turns`` through the three strategies, then ask each the ``questions``.
 
+    Every strategy gets the same ``options`` (full history uses only the system prompt and
+    the reply reserve).
+
     ``progress(done, total, label)`` is called after every model call.
     """
     strategies: list[Strategy] = [
-        FullHistory(model, system, reply_reserve),
-        TrimmingOnly(model, system, max_tokens, keep_recent, reply_reserve),
-        RollingSummary(
-            model,
-            system,
-            max_tokens,
-            keep_recent,
-            reply_reserve,
-            settings=settings,
-            summary_max_tokens=summary_max_tokens,
-        ),
+        FullHistory(model, options),
+        TrimmingOnly(model, options),
+        RollingSummary(model, options),
     ]
     runs = {s.name: StrategyRun(s.name) for s in strategies}
     live = {s.name for s in strategies}
@@ -273,10 +259,10 @@ def replay(
             strategy.bot.close()
     return ReplayResult(
         turns=len(turns),
-        max_tokens=max_tokens,
-        keep_recent=keep_recent,
+        max_tokens=options.max_tokens,
+        keep_recent=options.keep_recent,
         model_label=model.label,
         runs=runs,
         questions=tuple(questions),
-        reply_reserve=reply_reserve,
+        reply_reserve=options.reply_reserve,
     )

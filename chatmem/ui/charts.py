@@ -20,6 +20,16 @@ GAUGE_WARN_COLORS = ("#a3a8b8", "#803df5", "#21c354", "#ff4b4b", "#ffd6d6")
 GAUGE_COLOR_NAMES = {"system": "gray", "summary": "violet", "recalled": "green", "recent": "blue"}
 
 
+def segments(budget: Budget) -> dict[str, int]:
+    """Tokens of the next request by gauge segment (all but "free"), in gauge order."""
+    return {
+        "system": budget.system + budget.priming,
+        "summary": budget.summary,
+        "recalled": budget.recalled,
+        "recent": budget.recent,
+    }
+
+
 def budget_share(budget: Budget) -> float:
     return budget.total / budget.limit if budget.limit else 0.0
 
@@ -34,16 +44,10 @@ def gauge_html(budget: Budget) -> str:
     near = budget_share(budget) >= WARN_AT
     colors = dict(zip(GAUGE_SEGMENTS, GAUGE_WARN_COLORS if near else GAUGE_COLORS, strict=True))
     scale = max(budget.limit, budget.total, 1)
-    values = {
-        "system": budget.system + budget.priming,
-        "summary": budget.summary,
-        "recalled": budget.recalled,
-        "recent": budget.recent,
-    }
     bars = "".join(
         f'<div title="{name}: {tokens:,} tokens" style="width:{100 * tokens / scale:.3f}%;'
         f'background:{colors[name]};height:100%"></div>'
-        for name, tokens in values.items()
+        for name, tokens in segments(budget).items()
         if tokens > 0
     )
     label = f"{budget.total:,} of {budget.limit:,} tokens used"

@@ -137,21 +137,13 @@ def _on_submit(sess: ChatSession) -> None:
     text = st.session_state.get(CHAT_INPUT_KEY)
     if sess.busy or text is None:
         return
-    sess.pending = text
-    sess.busy = True
-    sess.retry = False
-    sess.error = None
-    sess.notice = None
-    sess.can_retry = False
+    sess.start_turn(text)
 
 
 def _on_retry(sess: ChatSession) -> None:
     if sess.busy:
         return
-    sess.busy = True
-    sess.retry = True
-    sess.error = None
-    sess.notice = None
+    sess.start_turn()
 
 
 def _show_more(sess: ChatSession) -> None:

@@ -6,13 +6,13 @@ import pandas as pd
 import streamlit as st
 
 from chatmem.config import MAX_TOKENS_MIN
-from chatmem.replay import STRATEGIES, ReplayResult, replay
+from chatmem.replay import STRATEGIES, MemoryOptions, ReplayResult, replay
 from chatmem.sample_conversation import FACT_QUESTIONS, SYSTEM_PROMPT, USER_TURNS
 from chatmem.ui.charts import line_chart
 from chatmem.ui.state import (
     ChatSession,
     model_label,
-    require_session,
+    open_page,
     slider_max_tokens,
 )
 
@@ -29,9 +29,7 @@ DEFAULT_BUDGET = 600
 
 def render_compare_page() -> None:
     """Draw the compare page."""
-    st.set_page_config(layout="wide")
-    sess = require_session()
-    st.markdown("## Compare memory strategies")
+    sess = open_page("Compare memory strategies")
     st.caption(
         f"Replays the first user turns of a shipped {len(USER_TURNS)}-turn conversation (a week "
         "in Lisbon; names, numbers and decisions come in the first ten turns) through three "
@@ -101,12 +99,14 @@ def _run(sess: ChatSession, turns: int, budget: int, keep: int, reply: int) -> R
         bot.model,
         USER_TURNS[:turns],
         FACT_QUESTIONS,
-        system=SYSTEM_PROMPT,
-        max_tokens=budget,
-        keep_recent=keep,
-        reply_reserve=reply,
-        settings=bot.settings,
-        summary_max_tokens=bot.summary_max_tokens,
+        MemoryOptions(
+            system=SYSTEM_PROMPT,
+            max_tokens=budget,
+            keep_recent=keep,
+            reply_reserve=reply,
+            settings=bot.settings,
+            summary_max_tokens=bot.summary_max_tokens,
+        ),
         progress=progress,
     )
     bar.empty()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import partial
 
 import streamlit as st
 
@@ -91,6 +92,13 @@ def export_markdown_bytes(store: Store, cid: str) -> bytes:
     return store.export_markdown(cid).encode("utf-8")
 
 
+# The export buttons: label, bytes of the file, file extension, MIME type, widget key.
+EXPORTS = (
+    ("Export JSON", export_json_bytes, "json", "application/json", "export_json"),
+    ("Export Markdown", export_markdown_bytes, "md", "text/markdown", "export_markdown"),
+)
+
+
 def file_stem(info: ConversationInfo) -> str:
     """A safe file name stem: ``chatmem-<title words>-<id prefix>``."""
     words = re.sub(r"[^A-Za-z0-9]+", "-", info.title).strip("-").lower()[:40].strip("-")
@@ -155,28 +163,18 @@ def _open_conversation(sess: ChatSession) -> None:
         return
     with st.container(border=True, key="open_conversation"):
         st.markdown(f"**Open now:** {safe_markdown(info.title)}")
-        cols = st.columns(2)
         stem = file_stem(info)
-        cols[0].download_button(
-            "Export JSON",
-            data=lambda: export_json_bytes(store, cid),
-            file_name=f"{stem}.json",
-            mime="application/json",
-            key="export_json",
-            icon=":material/download:",
-            on_click="ignore",
-            width="stretch",
-        )
-        cols[1].download_button(
-            "Export Markdown",
-            data=lambda: export_markdown_bytes(store, cid),
-            file_name=f"{stem}.md",
-            mime="text/markdown",
-            key="export_markdown",
-            icon=":material/download:",
-            on_click="ignore",
-            width="stretch",
-        )
+        for col, (label, export, ext, mime, key) in zip(st.columns(2), EXPORTS, strict=True):
+            col.download_button(
+                label,
+                data=partial(export, store, cid),
+                file_name=f"{stem}.{ext}",
+                mime=mime,
+                key=key,
+                icon=":material/download:",
+                on_click="ignore",
+                width="stretch",
+            )
 
 
 def _list(sess: ChatSession, query: str) -> None:

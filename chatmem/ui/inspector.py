@@ -15,15 +15,13 @@ from chatmem.events import Event
 from chatmem.inspection import SummaryVersion
 from chatmem.ui.charts import stats_chart
 from chatmem.ui.recalled import MessageLookup, recall_turns
-from chatmem.ui.state import ChatSession, model_label, require_session, shown
+from chatmem.ui.state import ChatSession, model_label, open_page, shown
 from chatmem.ui.text import clock, preview, safe_markdown
 
 
 def render_inspector_page() -> None:
     """Draw the inspector page for this browser session."""
-    st.set_page_config(layout="wide")
-    sess = require_session()
-    st.markdown("## Memory inspector")
+    sess = open_page("Memory inspector")
     st.caption(
         f"Model: **{model_label(sess.bot)}** · budget {sess.bot.max_tokens:,} tokens · "
         f"keep_recent {sess.bot.keep_recent} · {sess.bot.message_count:,} messages in "

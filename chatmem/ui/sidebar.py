@@ -13,7 +13,7 @@ import streamlit as st
 from chatmem.config import KEEP_RECENT_RANGE, MAX_TOKENS_MIN
 from chatmem.errors import ContextOverflow
 from chatmem.events import EventKind
-from chatmem.ui.charts import GAUGE_COLOR_NAMES, WARN_AT, budget_share, gauge_html
+from chatmem.ui.charts import GAUGE_COLOR_NAMES, WARN_AT, budget_share, gauge_html, segments
 from chatmem.ui.state import (
     KEEP_RECENT_KEY,
     MAX_TOKENS_KEY,
@@ -79,14 +79,9 @@ def _gauge(sess: ChatSession) -> None:
             text = f":red[{text}] · near the limit"
         st.markdown(f"Next request: {text}")
         st.html(gauge_html(budget))
-        parts = {
-            "system": budget.system + budget.priming,
-            "summary": budget.summary,
-            "recalled": budget.recalled,
-            "recent": budget.recent,
-        }
         legend = " ".join(
-            f":{GAUGE_COLOR_NAMES[name]}[■] {name} {tokens:,}" for name, tokens in parts.items()
+            f":{GAUGE_COLOR_NAMES[name]}[■] {name} {tokens:,}"
+            for name, tokens in segments(budget).items()
         )
         recalled = (
             f"  \n{len(context.recalled)} older message(s) recalled for your last message"

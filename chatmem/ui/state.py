@@ -84,6 +84,19 @@ class ChatSession:
         self.seen_events += len(events)
         return events
 
+    def start_turn(self, text: str | None = None) -> None:
+        """Mark a turn under way: send ``text``, or with None re-ask the newest message's reply.
+
+        Clears the last problem; a new message also clears the offer to retry.
+        """
+        self.busy = True
+        self.retry = text is None
+        self.error = None
+        self.notice = None
+        if text is not None:
+            self.pending = text
+            self.can_retry = False
+
     def add(self, role: str, content: str, status: str = "ok", seq: int | None = None) -> None:
         self.transcript.append({"role": role, "content": content, "status": status, "seq": seq})
 
@@ -326,6 +339,14 @@ def setup_error() -> str | None:
     """Why the conversation could not be created, if it could not."""
     error = st.session_state.get(ERROR_KEY)
     return shown(error) if error else None
+
+
+def open_page(heading: str) -> ChatSession:
+    """Start a page: wide layout, the session (or a clear error and a stop), its heading."""
+    st.set_page_config(layout="wide")
+    sess = require_session()
+    st.markdown(f"## {heading}")
+    return sess
 
 
 def require_session() -> ChatSession:
