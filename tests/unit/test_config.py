@@ -43,6 +43,8 @@ def test_key_never_in_repr(tmp_path) -> None:
         ({"CHATMEM_KEEP_RECENT": "99"}, "CHATMEM_KEEP_RECENT must be from 2 to 50"),
         ({"CHATMEM_TIMEOUT": "soon"}, "CHATMEM_TIMEOUT must be a number"),
         ({"OPENAI_BASE_URL": "localhost:11434"}, "OPENAI_BASE_URL must be an http(s) URL"),
+        ({"OPENAI_BASE_URL": "http://host:notaport/v1"}, "is not a valid URL"),
+        ({"OPENAI_BASE_URL": "http://[::1/v1"}, "is not a valid URL"),
         ({"CHATMEM_DATABASE_URL": "mysql://x@y/z"}, "must start with sqlite:/// or postgresql://"),
         ({"CHATMEM_DATABASE_URL": "postgresql:///nohost"}, "needs a host name"),
     ],
@@ -67,3 +69,16 @@ def test_env_example_lists_every_setting() -> None:
     example = (Path(__file__).parents[2] / ".env.example").read_text()
     for name in ENV_NAMES.values():
         assert f"{name}=" in example, f"{name} is missing from .env.example"
+
+
+def test_repr_masks_url_passwords(tmp_path) -> None:
+    s = load_settings(
+        {
+            "OPENAI_BASE_URL": "http://user:hunter22@localhost:8000/v1",
+            "CHATMEM_DATABASE_URL": "postgresql://app:s3cret-pw@db:5432/chat",
+        },
+        root=tmp_path,
+    )
+    shown = repr(s)
+    assert "hunter22" not in shown and "s3cret-pw" not in shown
+    assert set(s.secrets()) == {"hunter22", "s3cret-pw"}
