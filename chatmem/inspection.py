@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -111,11 +112,12 @@ class SessionView:
         with self._lock:
             return list(self._stats)
 
-    def summary_versions(self) -> list[SummaryVersion]:
+    def summary_versions(self, events: Sequence[Event] | None = None) -> list[SummaryVersion]:
         """Every version of the rolling summary, oldest first, with its fold's figures.
 
         From the store when there is one (all versions, also from earlier sessions), else
-        the versions this session made.
+        the versions this session made. The figures come from the ``fold`` events: pass
+        ``events`` when they were just read (``history_events()``), so they are not read again.
         """
         store, cid = self._journal.store, self.conversation_id
         if store is None or cid is None:
@@ -123,7 +125,7 @@ class SessionView:
                 return list(self._versions)
         folds = {
             e.data.get("covers_seq"): e.data
-            for e in store.list_events(cid, limit=10_000)
+            for e in (events if events is not None else store.list_events(cid, limit=10_000))
             if e.kind == EventKind.FOLD and isinstance(e.data.get("covers_seq"), int)
         }
         return [

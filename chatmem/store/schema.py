@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -43,6 +43,21 @@ _PG_MIGRATION_LOCK: Final = 0x63686D656D  # "chmem": pg_advisory_xact_lock key f
 # The DDL lives in the migrations (frozen per version); these only tell SQLAlchemy Core the
 # names and types used in statements. A test checks they agree.
 _meta = sa.MetaData()
+
+
+def _conversation_rows(name: str, *columns: sa.Column[Any]) -> sa.Table:
+    """A table of rows that belong to a conversation: a serial ``id``, the
+    ``conversation_id``, ``columns``, and a ``created_at`` time."""
+    return sa.Table(
+        name,
+        _meta,
+        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+        sa.Column("conversation_id", sa.Text, nullable=False),
+        *columns,
+        sa.Column("created_at", sa.Text, nullable=False),
+    )
+
+
 conversations_table = sa.Table(
     "conversations",
     _meta,
@@ -53,11 +68,8 @@ conversations_table = sa.Table(
     sa.Column("settings", sa.Text, nullable=False),
     sa.Column("owner", sa.Text),
 )
-messages_table = sa.Table(
+messages_table = _conversation_rows(
     "messages",
-    _meta,
-    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
-    sa.Column("conversation_id", sa.Text, nullable=False),
     sa.Column("seq", sa.Integer, nullable=False),
     sa.Column("role", sa.Text, nullable=False),
     sa.Column("content", sa.Text, nullable=False),
@@ -65,28 +77,19 @@ messages_table = sa.Table(
     sa.Column("tokens", sa.Integer),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("usage", sa.Text),
-    sa.Column("created_at", sa.Text, nullable=False),
 )
-summaries_table = sa.Table(
+summaries_table = _conversation_rows(
     "summaries",
-    _meta,
-    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
-    sa.Column("conversation_id", sa.Text, nullable=False),
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("tokens", sa.Integer, nullable=False),
     sa.Column("covers_seq", sa.Integer, nullable=False),
     sa.Column("model", sa.Text),
     sa.Column("usage", sa.Text),
-    sa.Column("created_at", sa.Text, nullable=False),
 )
-events_table = sa.Table(
+events_table = _conversation_rows(
     "events",
-    _meta,
-    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
-    sa.Column("conversation_id", sa.Text, nullable=False),
     sa.Column("kind", sa.Text, nullable=False),
     sa.Column("data", sa.Text, nullable=False),
-    sa.Column("created_at", sa.Text, nullable=False),
 )
 embeddings_table = sa.Table(
     "embeddings",

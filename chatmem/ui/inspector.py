@@ -36,7 +36,7 @@ def render_inspector_page() -> None:
     with recall:
         _recall(sess, events)
     with summaries:
-        _summary_versions(sess)
+        _summary_versions(sess, events)
     with tokens:
         _tokens_per_call(sess)
     with log:
@@ -160,9 +160,9 @@ def _recall(sess: ChatSession, events: list[Event]) -> None:
             )
 
 
-def _summary_versions(sess: ChatSession) -> None:
+def _summary_versions(sess: ChatSession, events: list[Event]) -> None:
     try:
-        versions: list[SummaryVersion] = sess.bot.summary_versions()
+        versions: list[SummaryVersion] = sess.bot.summary_versions(events)
     except StoreError as exc:
         st.warning(f"The stored summaries could not be read: {exc}", icon=":material/warning:")
         versions = []

@@ -26,7 +26,7 @@ from chatmem.errors import (
     NotFoundError,
 )
 from chatmem.events import Event
-from chatmem.factory import clamp_keep_recent, max_tokens_limit
+from chatmem.factory import max_tokens_limit
 from chatmem.redact import redact
 from chatmem.session import ChatMemory
 from chatmem.store import ConversationInfo, Store, StoredMessage, resolve_database_url
@@ -233,7 +233,7 @@ def create_session(
     bot = ChatMemory(
         settings=settings or load_settings(),
         max_tokens=max_tokens,
-        keep_recent=clamp_keep_recent(keep_recent) if keep_recent is not None else None,
+        keep_recent=keep_recent,
         recall=recall,
         store=store,
         owner=owner,
