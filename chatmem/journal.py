@@ -19,9 +19,15 @@ class Journal:
     """Writes one conversation to ``store``; the conversation may be created later
     (:meth:`create`), when there is first something to keep."""
 
-    def __init__(self, store: Store | None, conversation_id: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Store | None,
+        conversation_id: str | None = None,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
         self.store = store
         self.conversation_id = conversation_id
+        self.secrets = secrets  # credentials that must never be written (see chatmem.redact)
 
     @property
     def active(self) -> bool:

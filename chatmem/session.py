@@ -132,7 +132,7 @@ class ChatMemory(SessionView):
         self._executor: ThreadPoolExecutor | None = None
         self._fold: Future[None] | None = None
         self._fold_listeners: list[Callable[[Event], object]] = []
-        self._journal = Journal(store, conversation_id)
+        self._journal = Journal(store, conversation_id, secrets=self.settings.secrets())
         self.recall_index: RecallIndex = recall_index or build_recall(
             self.settings,
             self.model,
