@@ -23,6 +23,9 @@ STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 
 SNIPPET_CHARS = 1200
 MAX_TERMS = 8
+# Only this much of a query is read for its terms: the work per query stays bounded however
+# long the message (its telling words are near the start far more often than not).
+MAX_QUERY_CHARS = 50_000
 _WORD_RE = re.compile(r"\w+")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
@@ -32,10 +35,11 @@ def query_terms(text: str, limit: int = MAX_TERMS) -> list[str]:
 
     With more than ``limit`` of them, the longest are kept: long words tend to be the
     rare, telling ones, and each extra term makes the search score more messages.
-    Linear in the length of ``text`` (a dict keeps the order and finds repeats).
+    Linear in the length of ``text`` (a dict keeps the order and finds repeats), and only
+    the first :data:`MAX_QUERY_CHARS` characters are read.
     """
     seen: dict[str, None] = {}
-    for word in _WORD_RE.findall(text.lower()):
+    for word in _WORD_RE.findall(text[:MAX_QUERY_CHARS].lower()):
         if len(word) >= 2 and word not in STOPWORDS:
             seen[word] = None
     words = list(seen)

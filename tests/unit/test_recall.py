@@ -111,3 +111,19 @@ def test_recall_never_breaks_the_budget_or_duplicates(texts, max_tokens, share) 
     assert not verbatim & {r.seq for r in ctx.recalled}
     assert all(isinstance(r, Recalled) for r in ctx.recalled)
     assert ctx.messages[-1]["content"] == newest.content
+
+
+def test_query_terms_read_a_bounded_prefix_and_keep_first_seen_order() -> None:
+    from chatmem.text import MAX_QUERY_CHARS
+
+    filler = "ab " * (MAX_QUERY_CHARS // 3)
+    assert query_terms(filler + " extraordinarily") == ["ab"]  # past the bound: not read
+    # many distinct words, each repeated: the same terms as a plain reference computation
+    words = [f"w{i:05d}" for i in range(3000)]
+    text = " ".join(words + words[::-1]) + " zzzzzzzzzzzz"
+    reference: list[str] = []
+    for w in text.lower().split():
+        if w not in reference:
+            reference.append(w)
+    keep = set(sorted(reference, key=len, reverse=True)[:8])
+    assert query_terms(text) == [w for w in reference if w in keep][:8]
