@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from chatmem.errors import SettingsError
-from chatmem.redact import mask_url, url_secrets
+from chatmem.redact import mask_url, register, url_credentials, url_secrets
 from chatmem.store.urls import check_database_url
 
 DEFAULT_SYSTEM_PROMPT = "You are a friendly assistant. Be concise."
@@ -164,6 +164,19 @@ def check_base_url(raw: str) -> str:
     return raw
 
 
+def check_credentials(api_key: str | None, base_url: str | None) -> None:
+    """A SettingsError if ``base_url`` has user info (``user:password@``) and there is an API
+    key too: the openai SDK (httpx) sends the URL's user info as HTTP Basic auth in the one
+    Authorization header, which silently replaces the key's Bearer token, and no server can
+    be given both in that header."""
+    if api_key and url_credentials(base_url) is not None:
+        raise SettingsError(
+            "OPENAI_BASE_URL has a user name or password in it and OPENAI_API_KEY is set too, "
+            "but a request carries one Authorization header (Basic auth for the URL's user, or "
+            "the key as a Bearer token), so remove one of the two."
+        )
+
+
 def _read_secrets(path: Path) -> dict[str, str]:
     if not path.exists():
         return {}
@@ -216,4 +229,7 @@ def load_settings(
         values["database_url"] = check_database_url(raw)
     if (raw := get("require_login")) is not None:
         values["require_login"] = _flag(raw)
-    return Settings(**values)
+    check_credentials(values.get("api_key"), values.get("base_url"))
+    settings = Settings(**values)
+    register(*settings.secrets())  # scrubbed from every text and log line from now on
+    return settings

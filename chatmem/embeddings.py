@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover - numpy comes with pandas
 
 from chatmem.config import DEFAULT_EMBEDDING_MODEL
 from chatmem.errors import EmbeddingError
-from chatmem.models import describe_server, error_from_openai
+from chatmem.models import client_auth, describe_server, error_from_openai
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class Embedder:
 
         if not model or not model.strip():
             raise ValueError("The embedding model name is empty.")
+        base_url, headers = client_auth(api_key, base_url)  # as the chat model's client
         self.name = model.strip()
         self.base_url = base_url
         self.timeout = timeout
@@ -103,6 +104,7 @@ class Embedder:
             base_url=base_url,
             timeout=timeout,
             max_retries=max_retries,
+            default_headers=headers or None,
         )
         self.where = describe_server(base_url)
         self.label = f"{self.name} at {self.where}" if base_url else f"{self.name} (OpenAI)"

@@ -3,13 +3,22 @@
 ``ChatMemory`` never names a store method in a string: it calls a :class:`Journal`. With no
 store (a library user who keeps nothing), the journal records nothing and every method
 returns None, so the session has one code path either way.
+
+The journal is the only writer of a session's texts, so it is where credentials are kept out
+of the store (and so out of every export): every text it writes passes through
+:func:`chatmem.redact.redact` with the session's secrets (and every registered one).
+Conversation text (messages, summaries, titles) loses only the known secrets long enough to
+be credentials rather than words (:data:`~chatmem.redact.CONTENT_SECRET_MIN`); chatmem's own
+texts (events, the settings record) lose every known secret and any ``user:password@``.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from chatmem.events import Event
+from chatmem.redact import CONTENT_SECRET_MIN, redact, redact_data, register
 
 if TYPE_CHECKING:
     from chatmem.store import LoadedConversation, Store, StoredMessage, StoredSummary
@@ -28,6 +37,15 @@ class Journal:
         self.store = store
         self.conversation_id = conversation_id
         self.secrets = secrets  # credentials that must never be written (see chatmem.redact)
+        register(*secrets)  # ...nor logged
+
+    def _text(self, text: str) -> str:
+        """Conversation text, scrubbed of known secrets (its URLs kept as written)."""
+        return redact(text, *self.secrets, urls=False, shortest=CONTENT_SECRET_MIN)
+
+    def _data(self, value: Any) -> Any:
+        """chatmem's own text or JSON-like data, scrubbed (URL user info dropped too)."""
+        return redact_data(value, *self.secrets)
 
     @property
     def active(self) -> bool:
@@ -37,7 +55,9 @@ class Journal:
     def create(self, settings: dict[str, Any], owner: str | None) -> str | None:
         """Create the conversation (once); returns its id, or None without a store."""
         if self.store is not None and self.conversation_id is None:
-            self.conversation_id = self.store.create_conversation(settings=settings, owner=owner).id
+            self.conversation_id = self.store.create_conversation(
+                settings=self._data(settings), owner=owner
+            ).id
         return self.conversation_id
 
     def load(self) -> LoadedConversation | None:
@@ -59,7 +79,7 @@ class Journal:
         return self.store.append_message(
             self.conversation_id,
             role,  # type: ignore[arg-type]
-            content,
+            self._text(content),
             tokens=tokens,
             status=status,  # type: ignore[arg-type]
             usage=usage,
@@ -67,11 +87,11 @@ class Journal:
 
     def rename(self, title: str) -> None:
         if self.store is not None and self.conversation_id is not None:
-            self.store.rename_conversation(self.conversation_id, title)
+            self.store.rename_conversation(self.conversation_id, self._text(title))
 
     def save_settings(self, settings: dict[str, Any]) -> None:
         if self.store is not None and self.conversation_id is not None:
-            self.store.update_settings(self.conversation_id, settings)
+            self.store.update_settings(self.conversation_id, self._data(settings))
 
     def add_summary(
         self,
@@ -85,11 +105,18 @@ class Journal:
         if self.store is None or self.conversation_id is None:
             return None
         return self.store.add_summary(
-            self.conversation_id, text, tokens, covers_seq, model=model, usage=usage
+            self.conversation_id,
+            self._text(text),
+            tokens,
+            covers_seq,
+            model=self._data(model),
+            usage=usage,
         )
 
     def add_event(self, event: Event) -> Event:
-        """The event as stored (with its row id), or as given without a store."""
+        """The event, scrubbed, as stored (with its row id), or as it would be stored when
+        there is no store (what the session keeps and shows is never the raw text)."""
+        event = replace(event, message=self._data(event.message), data=self._data(event.data))
         if self.store is None or self.conversation_id is None:
             return event
         return self.store.add_event(self.conversation_id, event)

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from importlib import util as importlib_util
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
+from chatmem.config import check_credentials
 from chatmem.errors import ModelError
-from chatmem.redact import redact
+from chatmem.redact import basic_token, redact, register, url_credentials, url_secrets
 from chatmem.tokens import ChatFormat, TokenCounter, counter_for_model
 
 log = logging.getLogger(__name__)
@@ -123,6 +125,25 @@ def describe_server(base_url: str | None) -> str:
     return "OpenAI" if not base_url else f"the server at {redact(base_url)}"
 
 
+def client_auth(api_key: str | None, base_url: str | None) -> tuple[str | None, dict[str, str]]:
+    """The base URL and extra headers to build an openai SDK client with, its credentials
+    registered for scrubbing (see :mod:`chatmem.redact`).
+
+    A user name and password in ``base_url`` leave the URL and go out explicitly as HTTP Basic
+    auth (what httpx would do with them, but the password is then in no URL the SDK keeps,
+    logs or puts in an error). With an API key as well: a SettingsError, since the one
+    Authorization header cannot carry both (see :func:`chatmem.config.check_credentials`).
+    """
+    check_credentials(api_key, base_url)
+    register(api_key, *url_secrets(base_url))
+    credentials = url_credentials(base_url)
+    if base_url is None or credentials is None:
+        return base_url, {}
+    parts = urlsplit(base_url)
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return bare, {"Authorization": f"Basic {basic_token(*credentials)}"}
+
+
 def error_from_openai(exc: Exception, where: str, partial: str = "", model: str = "") -> ModelError:
     """Turn an openai SDK exception into a ModelError with a plain sentence."""
     import openai
@@ -195,12 +216,14 @@ def error_from_openai(exc: Exception, where: str, partial: str = "", model: str 
                 kind="server",
                 partial=partial,
             )
+        # the server's own words, which may repeat what it was sent (a key, a password)
         return ModelError(
-            f"{where} refused the request (HTTP {exc.status_code}): {message or 'no detail'}",
+            f"{where} refused the request (HTTP {exc.status_code}): "
+            f"{redact(message) or 'no detail'}",
             kind="bad_request",
             retryable=False,
         )
-    return ModelError(f"{where} failed: {exc}", kind="unknown", partial=partial)
+    return ModelError(f"{where} failed: {redact(str(exc))}", kind="unknown", partial=partial)
 
 
 class OpenAIChat:
@@ -218,13 +241,15 @@ class OpenAIChat:
     ) -> None:
         import openai
 
+        base_url, headers = client_auth(api_key, base_url)
         self.name = model
-        self.base_url = base_url
+        self.base_url = base_url  # without a user name or password (sent as a header)
         self._client = openai.OpenAI(
             api_key=api_key or "not-needed",
             base_url=base_url,
             timeout=timeout,
             max_retries=max_retries,
+            default_headers=headers or None,
         )
         self.context_window = context_window or context_window_for(model) or DEFAULT_CONTEXT_WINDOW
         self.counter = counter_for_model(model)

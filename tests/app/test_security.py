@@ -7,7 +7,11 @@ user AppTest hands to the app (``AppTest.user``) and check the guard.
 
 from __future__ import annotations
 
+import base64
+import json
+import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from streamlit import config as st_config
@@ -18,7 +22,16 @@ from chatmem.store import NotFoundError, Store
 from chatmem.ui.conversations import checked_conversation, visible_conversations
 from chatmem.ui.sidebar import LOCAL_MODE
 from chatmem.ui.state import UNAVAILABLE, may_open
-from tests.app.conftest import APP, TIMEOUT, close, open_app, send, session, shown_messages
+from tests.app.conftest import (
+    APP,
+    TIMEOUT,
+    close,
+    db_url,
+    open_app,
+    send,
+    session,
+    shown_messages,
+)
 from tests.fakes import FakeServerProcess
 
 SAM = {"is_logged_in": True, "email": "sam@example.com", "name": "Sam"}
@@ -159,25 +172,66 @@ def test_no_sign_in_on_every_interface_is_flagged(app_env: FakeServerProcess) ->
     close(at)
 
 
-def test_no_key_or_url_password_on_any_page(
-    app_env: FakeServerProcess, monkeypatch: pytest.MonkeyPatch
+def page_text(at: AppTest) -> str:
+    """Everything a page shows as text, tables included."""
+    shown = [
+        str(e.value)
+        for kind in ("markdown", "caption", "error", "warning", "info", "toast", "text")
+        for e in getattr(at, kind)
+    ]
+    shown += [e.value.to_csv() for e in at.dataframe]
+    return "\n".join(shown)
+
+
+@pytest.mark.parametrize("credential", ["api key", "URL password"])
+def test_echoed_key_or_url_password_on_no_page_and_in_no_row(
+    app_env: FakeServerProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, credential: str
 ) -> None:
-    key = "sk-test-LEAKCHECK-appTest0123456789"
-    monkeypatch.setenv("OPENAI_API_KEY", key)
-    monkeypatch.setenv("OPENAI_BASE_URL", app_env.url.replace("http://", "http://sam:hunter2@"))
+    """A server that repeats the credential in its error: not on any page, not in the
+    database (read with sqlite3), not in the conversation's JSON export."""
+    if credential == "api key":
+        key = "sk-test-LEAKCHECK-appTest0123456789"
+        monkeypatch.setenv("OPENAI_API_KEY", key)
+        needles = [key]
+    else:
+        monkeypatch.delenv("OPENAI_API_KEY")
+        url = app_env.url.replace("http://", "http://sam:hunter2-app@")
+        monkeypatch.setenv("OPENAI_BASE_URL", url)
+        needles = ["hunter2-app", base64.b64encode(b"sam:hunter2-app").decode()]
     at = open_app()
     send(at, "Hi, my name is Sam.")
+    app_env.control.fail({"kind": "400", "echo": True})
+    send(at, "Are you still there?")
+    assert any("refused the request (HTTP 400)" in e.value for e in at.error)
+    assert needles[-1] in app_env.control.requests()[-1]["headers"]["authorization"]
+    cid = session(at).conversation_id
     for page in PAGES:
         at.switch_page(page).run()
         assert not at.exception, at.exception
-        text = "\n".join(
-            str(e.value)
-            for kind in ("markdown", "caption", "error", "warning", "info", "toast")
-            for e in getattr(at, kind)
-        )
+        text = page_text(at)
         assert "Answering" in text or page != "pages/chat.py"
-        assert key not in text and "hunter2" not in text, page
+        assert not any(n in text for n in needles), page
     close(at)
+    with sqlite3.connect(tmp_path / "chatmem-test.db") as conn:
+        rows = json.dumps(conn.execute("SELECT kind, data FROM events").fetchall())
+    assert "refused the request (HTTP 400)" in rows
+    assert not any(n in rows for n in needles)
+    with Store(db_url(tmp_path)) as store:
+        exported = json.dumps(store.export_json(cid), default=str)
+    assert not any(n in exported for n in needles)
+
+
+def test_url_password_with_api_key_is_one_sentence_at_start(
+    app_env: FakeServerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", app_env.url.replace("http://", "http://sam:hunter2@"))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    (error,) = {e.value for e in at.error}  # on the page and in the sidebar
+    assert "OPENAI_BASE_URL" in error and "OPENAI_API_KEY" in error
+    assert "hunter2" not in page_text(at)
+    assert not at.chat_input
 
 
 def test_redact() -> None:

@@ -297,6 +297,7 @@ class _Handler(BaseHTTPRequestHandler):
             "status": None,
             "time": time.time(),
             "body": request,
+            "headers": {name.lower(): value for name, value in self.headers.items()},
         }
         self.state.log_request(entry)
 
@@ -381,6 +382,8 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> int | None:
         kind = str(failure.get("kind"))
         message = failure.get("message")
+        if failure.get("echo"):
+            message = f"{message or f'Injected failure {kind}.'} {self._echo_credentials()}"
         if kind == "cut":  # non-streaming: close without any response
             self._hang_up()
             return None
@@ -414,6 +417,19 @@ class _Handler(BaseHTTPRequestHandler):
             return status
         self._send_error(500, f"unknown injected failure kind {kind!r}", "server_error")
         return 500
+
+    def _echo_credentials(self) -> str:
+        """What a careless server says back about the credentials it got (an ``echo``
+        failure): the Authorization header as received and, for Basic auth, the decoded
+        user name and password."""
+        auth = self.headers.get("Authorization", "")
+        said = f"Rejected Authorization header {auth!r}."
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "basic":
+            with contextlib.suppress(ValueError):
+                user, _, password = base64.b64decode(token).decode("utf-8").partition(":")
+                said += f" User {user!r} with password {password!r} is not allowed."
+        return said
 
     def _stream(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 
 import pytest
@@ -81,4 +82,6 @@ def test_repr_masks_url_passwords(tmp_path) -> None:
     )
     shown = repr(s)
     assert "hunter22" not in shown and "s3cret-pw" not in shown
-    assert set(s.secrets()) == {"hunter22", "s3cret-pw"}
+    # each password, and the Basic-auth token each URL's user and password make
+    tokens = {base64.b64encode(pair).decode() for pair in (b"user:hunter22", b"app:s3cret-pw")}
+    assert set(s.secrets()) == {"hunter22", "s3cret-pw", *tokens}

@@ -149,7 +149,7 @@ def test_api_key_never_leaks(fake, tmp_path, caplog: pytest.LogCaptureFixture) -
 
 def test_password_in_base_url_is_never_shown(fake) -> None:
     url = fake.url.replace("http://", "http://user:hunter2secret@")
-    model = OpenAIChat("gpt-4o-mini", api_key=KEY, base_url=url, max_retries=0)
+    model = OpenAIChat("gpt-4o-mini", base_url=url, max_retries=0)  # no key: see test_secrets
     assert "hunter2secret" not in model.label and "hunter2secret" not in repr(model)
     fake.control.fail("500")
     bot = ChatMemory(model=model, settings=Settings(), background=False)
