@@ -26,18 +26,20 @@ from chatmem.events import Event, EventKind
 from chatmem.factory import assemble, build_recall, check_budget, saved_overrides
 from chatmem.inspection import SessionView, SummaryVersion, TurnStat
 from chatmem.journal import Journal
-from chatmem.memory import Context, FoldPlan, Memory, Message, Recalled, Summary
+from chatmem.memory import ROLES, Context, FoldPlan, Memory, Message, Recalled, Summary
 from chatmem.models import ChatModel, ReplyStream, Usage
 from chatmem.recall import HybridRecall, RecallIndex
+from chatmem.store import history as store_history
 from chatmem.summarize import Summarizer
 from chatmem.text import clean_message, title_from
 
 if TYPE_CHECKING:
-    from chatmem.store import Store
+    from chatmem.store import Store, StoredMessage
 
 log = logging.getLogger(__name__)
 
 RECALL_LIMIT = 20  # recall candidates asked for per request
+RESUME_BUDGETS = 2  # a resumed session holds the newest unfolded messages up to this many budgets
 NEW_TITLE = "New chat"
 
 
@@ -167,20 +169,50 @@ class ChatMemory(SessionView):
         return cls(model=model, store=store, conversation_id=conversation_id, **kw)
 
     def _load(self) -> None:
-        """Fill the memory from the store: the latest summary and the messages after it."""
-        loaded = self._journal.load()
-        assert loaded is not None
+        """Fill the memory from the store: the latest summary and the newest messages after it.
+
+        Only as many of the unfolded messages as ``RESUME_BUDGETS`` budgets hold are read and
+        counted (newest first, the one that crosses the line included): a request never holds
+        more, and a fold then has them to summarise. Older ones (a conversation imported or
+        never folded can have 250,000) stay in the store, where recall finds them; holding
+        more than the budget, the memory recalls for every request until the next fold.
+        """
+        store, cid = self._journal.store, self._journal.conversation_id
+        assert store is not None and cid is not None
+        mem = self.memory
+        room = RESUME_BUDGETS * mem.max_tokens
+        # no message is shorter than its framing, so this many always cross the room
+        page = room // max(1, min(mem.count(role, "") for role in ROLES)) + 1
+        # Store.load takes no limit yet: its body does (chatmem.store.history)
+        loaded = store_history.load(store, cid, 0, tail_limit=page)
         if loaded.summary is not None:
-            self.memory.summary = self._summary(
+            mem.summary = self._summary(
                 loaded.summary.text,
                 loaded.summary.covers_seq,
                 loaded.summary.model,
                 loaded.summary.created_at.timestamp(),
             )
-        for m in loaded.messages:
-            if m.status != "ok":
-                continue  # failed or cut-off messages stay in the store, out of requests
-            msg = self.memory.add(m.role, m.content, name=m.name, usage=m.usage, seq=m.seq, id=m.id)
+        covers = mem.covers_seq
+        kept: list[tuple[StoredMessage, int]] = []
+        used = 0
+        batch = loaded.messages
+        while batch:
+            for m in reversed(batch):
+                if m.status != "ok":
+                    continue  # failed or cut-off messages stay in the store, out of requests
+                tokens = mem.count(m.role, m.content, m.name)
+                kept.append((m, tokens))
+                used += tokens
+                if used > room:
+                    break
+            if used > room or len(batch) < page:
+                break  # full, or that was the oldest unfolded message
+            older = store.messages(cid, before_seq=batch[0].seq, limit=page)  # past failed ones
+            batch = tuple(m for m in older if m.seq > covers)
+        for m, tokens in reversed(kept):
+            msg = mem.add(
+                m.role, m.content, name=m.name, usage=m.usage, seq=m.seq, id=m.id, tokens=tokens
+            )
             self.recall_index.add(msg.seq, m.name or m.role, m.content)
         self.title = loaded.info.title
 

@@ -138,8 +138,15 @@ def list_events(store: Store, cid: str, limit: int) -> list[Event]:
     return events
 
 
-def load(store: Store, cid: str, keep_tail: int) -> LoadedConversation:
+def load(
+    store: Store, cid: str, keep_tail: int, *, tail_limit: int | None = None
+) -> LoadedConversation:
+    """The body of ``Store.load``; with ``tail_limit``, only the newest ``tail_limit`` of the
+    unfolded messages are read (a conversation never folded has them all unfolded: resuming
+    one of 250,000 messages reads what the memory can use, not the whole history)."""
     check_limit(keep_tail, "keep_tail")
+    if tail_limit is not None:
+        check_limit(tail_limit, "tail_limit")
     m, s = messages_table, summaries_table
     with store._tx(write=False, snapshot=True) as conn:
         info = require_conversation(conn, cid)
@@ -148,10 +155,12 @@ def load(store: Store, cid: str, keep_tail: int) -> LoadedConversation:
         ).first()
         summary = None if row is None else summary_record(row)
         covers = 0 if summary is None else summary.covers_seq
-        tail = conn.execute(
-            sa.select(m).where(m.c.conversation_id == cid, m.c.seq > covers).order_by(m.c.seq)
-        )
-        messages = tuple(message_record(r) for r in tail)
+        unfolded = sa.select(m).where(m.c.conversation_id == cid, m.c.seq > covers)
+        if tail_limit is None:
+            messages = tuple(message_record(r) for r in conn.execute(unfolded.order_by(m.c.seq)))
+        else:
+            newest = conn.execute(unfolded.order_by(m.c.seq.desc()).limit(tail_limit))
+            messages = tuple(reversed([message_record(r) for r in newest]))
         earlier: tuple[StoredMessage, ...] = ()
         if keep_tail and covers:
             before = conn.execute(

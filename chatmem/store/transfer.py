@@ -1,13 +1,15 @@
 """Export a conversation (JSON document, Markdown transcript) and import one back.
 
 The bodies of ``Store.export_json``, ``Store.export_markdown`` and ``Store.import_json``. An
-import is checked in full by :mod:`chatmem.store.validate` before anything is written.
+import is checked in full by :mod:`chatmem.store.validate` before anything is written; a file
+is read as a stream, so its memory is bounded by the import limits, not by the file.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 
@@ -32,10 +34,21 @@ from chatmem.store.schema import (
     messages_table,
     summaries_table,
 )
-from chatmem.store.validate import EXPORT_FORMAT, EXPORT_VERSION, parse_import, validate_import
+from chatmem.store.validate import (
+    EXPORT_FORMAT,
+    EXPORT_VERSION,
+    ImportData,
+    check_import,
+    import_rows,
+    import_source,
+    is_serialized,
+    validate_import,
+)
 
 if TYPE_CHECKING:
     from chatmem.store.core import Store
+
+_WRITE_BATCH: Final = 5_000  # rows held before they are written (imports)
 
 
 def export_json(store: Store, cid: str) -> dict[str, Any]:
@@ -137,15 +150,42 @@ def export_markdown(store: Store, cid: str) -> str:
 
 
 def import_json(
-    store: Store, data: bytes | str | dict[str, Any], owner: str | None
+    store: Store, data: ImportData | dict[str, Any], owner: str | None
 ) -> ConversationInfo:
-    """The body of ``Store.import_json``."""
-    valid = validate_import(parse_import(data))
+    """The body of ``Store.import_json``.
+
+    A file (bytes, str or a binary file object) is read as a stream and checked in full first
+    (:func:`~chatmem.store.validate.check_import`: refused at the first problem, before any
+    transaction); then one transaction writes its rows in batches, as kept by the check or,
+    for a large file, read again. A parsed document (a dict) is checked in full, then written
+    in one transaction.
+    """
+    if is_serialized(data):
+        with import_source(data) as source:  # type: ignore[arg-type]
+            plan = check_import(source)
+            _check_owner(owner)
+            return _write(store, plan.conversation, import_rows(source, plan), owner)
+    valid = validate_import(data)
+    _check_owner(owner)
+    return _write(store, valid.conversation, valid.rows(), owner)
+
+
+def _check_owner(owner: str | None) -> None:
     if owner is not None:
         check(text_problem(owner, max_chars=MAX_TITLE_CHARS), "owner")
+
+
+def _write(
+    store: Store,
+    conv: dict[str, Any],
+    rows: Iterable[tuple[str, dict[str, Any]]],
+    owner: str | None,
+) -> ConversationInfo:
+    """A new conversation with ``rows`` (checked), in one transaction; messages and events
+    go in batches of ``_WRITE_BATCH``, summaries one at a time so their ids (the version
+    order) follow the file."""
     created = now()
     cid = uuid.uuid4().hex
-    conv = valid.conversation
     with store._tx(write=True) as conn:
         conn.execute(
             conversations_table.insert().values(
@@ -157,44 +197,48 @@ def import_json(
                 owner=owner,
             )
         )
-        if valid.messages:
-            insert_messages(
-                conn,
-                [
+        messages: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        for kind, row in rows:
+            if kind == "message":
+                messages.append(
                     {
-                        **msg,
+                        **row,
                         "conversation_id": cid,
-                        "usage": dumps_or_none(msg["usage"]),
-                        "created_at": msg["created_at"] or created,
-                    }
-                    for msg in valid.messages
-                ],
-            )
-        # One row at a time keeps the ids (the version order) in file order.
-        for summ in valid.summaries:
-            conn.execute(
-                summaries_table.insert().values(
-                    {
-                        **summ,
-                        "conversation_id": cid,
-                        "usage": dumps_or_none(summ["usage"]),
-                        "created_at": summ["created_at"] or created,
+                        "usage": dumps_or_none(row["usage"]),
+                        "created_at": row["created_at"] or created,
                     }
                 )
-            )
-        if valid.events:
-            conn.execute(
-                events_table.insert(),
-                [
+                if len(messages) >= _WRITE_BATCH:
+                    insert_messages(conn, messages)
+                    messages = []
+            elif kind == "summary":
+                conn.execute(
+                    summaries_table.insert().values(
+                        {
+                            **row,
+                            "conversation_id": cid,
+                            "usage": dumps_or_none(row["usage"]),
+                            "created_at": row["created_at"] or created,
+                        }
+                    )
+                )
+            else:
+                events.append(
                     {
                         "conversation_id": cid,
-                        "kind": ev["kind"],
-                        "data": dumps(ev["data"]),
-                        "created_at": ev["created_at"] or created,
+                        "kind": row["kind"],
+                        "data": dumps(row["data"]),
+                        "created_at": row["created_at"] or created,
                     }
-                    for ev in valid.events
-                ],
-            )
+                )
+                if len(events) >= _WRITE_BATCH:
+                    conn.execute(events_table.insert(), events)
+                    events = []
+        if messages:
+            insert_messages(conn, messages)
+        if events:
+            conn.execute(events_table.insert(), events)
         info = get_conversation(conn, cid)
     assert info is not None
     return info

@@ -1,23 +1,58 @@
 """Checking an import file: parsed strictly, validated field by field, nothing written.
 
-The first problem raises ``ImportValidationError`` naming where it is
-(``messages[3].role: unknown role 'wizard' ...``).
+Two ways in:
+
+* a parsed document (a dict, as ``export_json`` returns): :func:`validate_import`;
+* the file itself (bytes, str, or a binary file object such as Streamlit's ``UploadedFile``):
+  :func:`import_source`, then :func:`check_import` and :func:`import_rows`. The file is read
+  as a stream (ijson): one entry at a time is held, and the first limit crossed (file size,
+  entries, nesting; values in one entry as each list or object closes) stops the reading
+  there, so a file far over the limits is refused where it crosses one, in memory that does
+  not grow with the file.
+
+Either way the first problem raises ``ImportValidationError`` naming where it is
+(``messages[3].role: unknown role 'wizard' ...``). :func:`check_import` checks all of the file
+before anything is written, keeping what the checks need (the conversation's fields, the
+message seqs) and the checked rows while they are small (32 MB); :func:`import_rows` hands the
+rows to the writing transaction, reading the file a second time if they were not kept.
+Problems are reported in file order (an export's order: format, version, conversation,
+messages, summaries, events).
+
+Strict JSON as the standard library's ``json`` reads it: no NaN or Infinity, no duplicate keys
+in an object, UTF-8 (a leading byte order mark is allowed), one value. ijson's C backend gets
+two things wrong, so the bytes are checked before it sees them and such a file is read with
+ijson's pure-Python backend instead, as the standard library would: a lone surrogate escape
+(``"\\ud800"``, which it reads as ``?``; the field holding it is refused as before), and an
+integer of more digits than Python converts (which can crash it).
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
+import io
 import json
+import re
+import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from decimal import Decimal
+from types import ModuleType
+from typing import IO, Any, Final, TypeAlias
+
+import ijson
 
 from chatmem.errors import ImportValidationError
 from chatmem.store.records import (
     MAX_CONTENT_CHARS,
+    MAX_INT,
     MAX_KIND_CHARS,
     MAX_NAME_CHARS,
     MAX_TITLE_CHARS,
+    ROLES,
+    STATUSES,
     clean_settings,
     count_problem,
     format_time,
@@ -36,6 +71,36 @@ MAX_IMPORT_MESSAGES: Final = 250_000
 MAX_IMPORT_SUMMARIES: Final = 10_000
 MAX_IMPORT_EVENTS: Final = 100_000
 MAX_IMPORT_BYTES: Final = 512 * 1024 * 1024
+MAX_IMPORT_DEPTH: Final = 100
+"""Nesting levels of a streamed file (the document is level 1, a message level 3)."""
+MAX_ENTRY_VALUES: Final = 100_000
+"""JSON values (each scalar, list and object) in one entry, or in one top-level field."""
+
+ImportData: TypeAlias = bytes | bytearray | memoryview | str | IO[bytes]
+"""What ``Store.import_json`` reads as a file (a dict is a document already parsed)."""
+
+_TOP_FIELDS: Final = ("format", "version", "conversation", "messages")
+_TOP_OPTIONAL: Final = ("summaries", "events", "exported_at")
+_CONVERSATION_FIELDS: Final = (("title",), ("id", "created_at", "updated_at", "settings", "owner"))
+_MESSAGE_FIELDS: Final = (
+    ("seq", "role", "content"),
+    ("name", "tokens", "status", "usage", "created_at"),
+)
+_MESSAGE_KEYS: Final = frozenset(_MESSAGE_FIELDS[0] + _MESSAGE_FIELDS[1])
+_SUMMARY_FIELDS: Final = (("text", "tokens", "covers_seq"), ("model", "usage", "created_at"))
+_EVENT_FIELDS: Final = (("kind",), ("data", "created_at"))
+_LISTS: Final = {
+    "messages": MAX_IMPORT_MESSAGES,
+    "summaries": MAX_IMPORT_SUMMARIES,
+    "events": MAX_IMPORT_EVENTS,
+}
+
+_CHUNK: Final = 64 * 1024
+_KEEP_ROWS_BYTES: Final = 32 * 1024 * 1024  # rows kept from the check (estimated) at most
+_ROW_BYTES: Final = 400  # an estimate of one row's dict
+_VALUE_BYTES: Final = 64  # and per JSON value in the entry (the text's length added)
+_SPOOL_IN_MEMORY: Final = 16 * 1024 * 1024  # a non-seekable file is copied; larger goes to disk
+_BOM: Final = codecs.BOM_UTF8
 
 
 @dataclass
@@ -44,6 +109,28 @@ class ValidImport:
     messages: list[dict[str, Any]]
     summaries: list[dict[str, Any]]
     events: list[dict[str, Any]]
+
+    def rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """("message" | "summary" | "event", row), as :func:`import_rows` hands them out."""
+        for msg in self.messages:
+            yield "message", msg
+        for summ in self.summaries:
+            yield "summary", summ
+        for ev in self.events:
+            yield "event", ev
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    """What :func:`check_import` learned: the conversation's fields and the entry counts,
+    and the rows themselves if they were small enough to keep (``_KEEP_ROWS_BYTES``)."""
+
+    conversation: dict[str, Any]
+    messages: int
+    summaries: int
+    events: int
+    backend: str  # the ijson backend that reads the file
+    rows: list[tuple[str, dict[str, Any]]] | None = None
 
 
 def _reject_constant(name: str) -> Any:
@@ -60,7 +147,9 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def parse_import(data: object) -> object:
-    """bytes/str -> parsed JSON; anything else is passed through to the validator."""
+    """bytes/str -> parsed JSON, all at once (the standard library's parser); anything else is
+    passed through. Imports stream instead (:func:`check_import`); this reads the same files
+    the same way, into memory."""
     if isinstance(data, bytes | bytearray | memoryview):
         raw = bytes(data)
         if len(raw) > MAX_IMPORT_BYTES:
@@ -105,15 +194,40 @@ def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
+def _plain(text: str, max_chars: int) -> bool:
+    """``text_problem(text) is None`` for a str, quickly for ASCII."""
+    if len(text) > max_chars or "\x00" in text:
+        return False
+    return text.isascii() or text_problem(text, max_chars=max_chars) is None
+
+
+def _at(at: str, field: str) -> str:
+    """The location of ``field`` (a name chatmem chose) in the entry at ``at``."""
+    if not field:
+        return at
+    return f"{at}.{field}" if at else field
+
+
+def _too_many(limit: int) -> str:
+    return f"too many entries ({limit + 1:,} or more; the limit is {limit:,})"
+
+
 class _Validator:
-    """Checks an export document field by field; the first problem raises."""
+    """Checks an export document field by field; the first problem raises.
+
+    The checks of one entry (a message, a summary, an event) and of the conversation are
+    shared by the parsed-document path (:meth:`document`) and the streamed one
+    (:class:`_StreamValidator`).
+    """
 
     def fail(self, where: str, problem: str) -> None:
         raise ImportValidationError(where, problem)
 
-    def check(self, problem: str | None, where: str) -> None:
+    # The checks take the entry's location and the field's name, joined only for a message:
+    # a 250,000-message file would otherwise build two million location strings.
+    def check(self, problem: str | None, at: str, field: str = "") -> None:
         if problem:
-            self.fail(where, problem)
+            self.fail(_at(at, field), problem)
 
     def obj(
         self, value: object, where: str, required: tuple[str, ...], optional: tuple[str, ...]
@@ -131,68 +245,49 @@ class _Validator:
                 self.fail(_join(where, key), "missing required field")
         return value
 
-    def text(self, value: object, where: str, *, max_chars: int, optional: bool = False) -> Any:
+    def text(
+        self, value: object, at: str, field: str, *, max_chars: int, optional: bool = False
+    ) -> Any:
         if optional and value is None:
             return None
-        self.check(text_problem(value, max_chars=max_chars), where)
+        self.check(text_problem(value, max_chars=max_chars), at, field)
         return value
 
     def count(
-        self, value: object, where: str, *, minimum: int = 0, optional: bool = False
+        self, value: object, at: str, field: str, *, minimum: int = 0, optional: bool = False
     ) -> int | None:
         if optional and value is None:
             return None
-        self.check(count_problem(value, minimum=minimum), where)
+        self.check(count_problem(value, minimum=minimum), at, field)
         assert isinstance(value, int)
         return value
 
-    def json_object(self, value: object, where: str, *, optional: bool = True) -> Any:
-        if optional and value is None:
+    def json_object(self, value: object, at: str, field: str) -> Any:
+        if value is None:
             return None
-        self.check(json_object_problem(value), where)
+        self.check(json_object_problem(value), at, field)
         return value
 
-    def time(self, value: object, where: str) -> str | None:
+    def time(self, value: object, at: str, field: str) -> str | None:
         if value is None:
             return None
         if not isinstance(value, str):
-            self.fail(where, f"expected an ISO 8601 timestamp string, got {type_name(value)}")
+            self.fail(
+                _at(at, field), f"expected an ISO 8601 timestamp string, got {type_name(value)}"
+            )
         assert isinstance(value, str)
         try:
             return format_time(datetime.fromisoformat(value))
         except (ValueError, OverflowError):
-            self.fail(where, f"not an ISO 8601 timestamp: {short(value)}")
+            self.fail(_at(at, field), f"not an ISO 8601 timestamp: {short(value)}")
         raise AssertionError  # unreachable
 
-    def entries(
-        self,
-        value: object,
-        where: str,
-        limit: int,
-        required: tuple[str, ...],
-        optional: tuple[str, ...],
-    ) -> Iterator[tuple[int, str, dict[str, Any]]]:
-        """(index, location, object) for each entry of the list ``value`` (``where``)."""
-        if not isinstance(value, list):
-            self.fail(where, f"expected a list, got {type_name(value)}")
-        assert isinstance(value, list)
-        if len(value) > limit:
-            self.fail(where, f"too many entries ({len(value):,}; the limit is {limit:,})")
-        for i, item in enumerate(value):
-            at = f"{where}[{i}]"
-            yield i, at, self.obj(item, at, required, optional)
+    # -- the fields ------------------------------------------------------------------------
+    def format(self, value: object) -> None:
+        if value != EXPORT_FORMAT:
+            self.fail("format", f"expected {EXPORT_FORMAT!r}, got {short(value)}")
 
-    def document(self, doc: object) -> ValidImport:
-        if not isinstance(doc, dict):
-            self.fail("", f"expected a JSON object at the top level, got {type_name(doc)}")
-        assert isinstance(doc, dict)
-        if "format" not in doc:
-            self.fail("format", "missing: this is not a chatmem conversation export")
-        if doc["format"] != EXPORT_FORMAT:
-            self.fail("format", f"expected {EXPORT_FORMAT!r}, got {short(doc['format'])}")
-        if "version" not in doc:
-            self.fail("version", "missing required field")
-        version = doc["version"]
+    def version(self, version: object) -> None:
         if isinstance(version, bool) or not isinstance(version, int):
             self.fail("version", f"expected an integer, got {type_name(version)}")
         if version != EXPORT_VERSION:
@@ -200,119 +295,654 @@ class _Validator:
                 "version",
                 f"unsupported version {version} (this chatmem reads version {EXPORT_VERSION})",
             )
-        self.obj(
-            doc,
-            "",
-            required=("format", "version", "conversation", "messages"),
-            optional=("summaries", "events", "exported_at"),
-        )
-        self.time(doc.get("exported_at"), "exported_at")
 
-        conv = self.obj(
-            doc["conversation"],
-            "conversation",
-            required=("title",),
-            optional=("id", "created_at", "updated_at", "settings", "owner"),
-        )
-        self.text(conv.get("id"), "conversation.id", max_chars=MAX_TITLE_CHARS, optional=True)
-        self.text(conv["title"], "conversation.title", max_chars=MAX_TITLE_CHARS)
-        self.text(conv.get("owner"), "conversation.owner", max_chars=MAX_TITLE_CHARS, optional=True)
-        settings = self.json_object(conv.get("settings"), "conversation.settings") or {}
-        created = self.time(conv.get("created_at"), "conversation.created_at")
-        self.time(conv.get("updated_at"), "conversation.updated_at")
+    def conversation(self, raw: object) -> dict[str, Any]:
+        at = "conversation"
+        conv = self.obj(raw, at, *_CONVERSATION_FIELDS)
+        self.text(conv.get("id"), at, "id", max_chars=MAX_TITLE_CHARS, optional=True)
+        self.text(conv["title"], at, "title", max_chars=MAX_TITLE_CHARS)
+        self.text(conv.get("owner"), at, "owner", max_chars=MAX_TITLE_CHARS, optional=True)
+        settings = self.json_object(conv.get("settings"), at, "settings") or {}
+        created = self.time(conv.get("created_at"), at, "created_at")
+        self.time(conv.get("updated_at"), at, "updated_at")
+        return {
+            "title": conv["title"].strip() or "New chat",
+            "settings": clean_settings(settings),
+            "created_at": created,
+        }
 
-        messages, seqs = self.messages(doc["messages"])
-        summaries = self.summaries(doc.get("summaries", []), seqs)
-        events = self.events(doc.get("events", []))
-        return ValidImport(
-            conversation={
-                "title": conv["title"].strip() or "New chat",
-                "settings": clean_settings(settings),
-                "created_at": created,
-            },
-            messages=messages,
-            summaries=summaries,
-            events=events,
-        )
-
-    def messages(self, raw: object) -> tuple[list[dict[str, Any]], dict[int, int]]:
-        """The messages, and where each seq is (seq -> index in the list)."""
-        messages: list[dict[str, Any]] = []
-        seqs: dict[int, int] = {}
-        for i, at, msg in self.entries(
-            raw,
-            "messages",
-            MAX_IMPORT_MESSAGES,
-            required=("seq", "role", "content"),
-            optional=("name", "tokens", "status", "usage", "created_at"),
-        ):
-            seq = self.count(msg["seq"], f"{at}.seq", minimum=1)
-            assert seq is not None
-            if seq in seqs:
-                self.fail(f"{at}.seq", f"duplicate seq {seq} (also used by messages[{seqs[seq]}])")
-            seqs[seq] = i
-            role = msg["role"]
-            self.check(role_problem(role), f"{at}.role")
-            status = msg.get("status", "ok")
-            self.check(status_problem(status), f"{at}.status")
-            messages.append(
-                {
+    def message(self, index: int, at: str, raw: object, seqs: dict[int, int]) -> dict[str, Any]:
+        """The message at ``index`` (``at``) as a row; records its seq in ``seqs``."""
+        if type(raw) is dict and raw.keys() <= _MESSAGE_KEYS:
+            # The usual message, checked in one expression; anything else (and any problem)
+            # goes through the checks below, in their order, which name the first problem.
+            seq, role, content = raw.get("seq"), raw.get("role"), raw.get("content")
+            status, name, tokens = raw.get("status", "ok"), raw.get("name"), raw.get("tokens")
+            if (
+                type(seq) is int
+                and 0 < seq <= MAX_INT
+                and seq not in seqs
+                and role in ROLES
+                and status in STATUSES
+                and type(content) is str
+                and _plain(content, MAX_CONTENT_CHARS)
+                and (name is None or (type(name) is str and _plain(name, MAX_NAME_CHARS)))
+                and (tokens is None or (type(tokens) is int and 0 <= tokens <= MAX_INT))
+            ):
+                seqs[seq] = index
+                return {
                     "seq": seq,
                     "role": role,
-                    "content": self.text(
-                        msg["content"], f"{at}.content", max_chars=MAX_CONTENT_CHARS
-                    ),
-                    "name": self.text(
-                        msg.get("name"), f"{at}.name", max_chars=MAX_NAME_CHARS, optional=True
-                    ),
-                    "tokens": self.count(msg.get("tokens"), f"{at}.tokens", optional=True),
+                    "content": content,
+                    "name": name,
+                    "tokens": tokens,
                     "status": status,
-                    "usage": self.json_object(msg.get("usage"), f"{at}.usage"),
-                    "created_at": self.time(msg.get("created_at"), f"{at}.created_at"),
+                    "usage": self.json_object(raw.get("usage"), at, "usage"),
+                    "created_at": self.time(raw.get("created_at"), at, "created_at"),
                 }
-            )
-        return messages, seqs
+        msg = self.obj(raw, at, *_MESSAGE_FIELDS)
+        seq = self.count(msg["seq"], at, "seq", minimum=1)
+        assert seq is not None
+        if seq in seqs:
+            self.fail(f"{at}.seq", f"duplicate seq {seq} (also used by messages[{seqs[seq]}])")
+        seqs[seq] = index
+        role = msg["role"]
+        self.check(role_problem(role), at, "role")
+        status = msg.get("status", "ok")
+        self.check(status_problem(status), at, "status")
+        return {
+            "seq": seq,
+            "role": role,
+            "content": self.text(msg["content"], at, "content", max_chars=MAX_CONTENT_CHARS),
+            "name": self.text(msg.get("name"), at, "name", max_chars=MAX_NAME_CHARS, optional=True),
+            "tokens": self.count(msg.get("tokens"), at, "tokens", optional=True),
+            "status": status,
+            "usage": self.json_object(msg.get("usage"), at, "usage"),
+            "created_at": self.time(msg.get("created_at"), at, "created_at"),
+        }
 
-    def summaries(self, raw: object, seqs: dict[int, int]) -> list[dict[str, Any]]:
-        summaries: list[dict[str, Any]] = []
-        for _, at, summ in self.entries(
-            raw,
-            "summaries",
-            MAX_IMPORT_SUMMARIES,
-            required=("text", "tokens", "covers_seq"),
-            optional=("model", "usage", "created_at"),
-        ):
-            covers = self.count(summ["covers_seq"], f"{at}.covers_seq", minimum=1)
-            if covers not in seqs:
-                span = f"message seqs are {min(seqs)}..{max(seqs)}" if seqs else "there are none"
-                self.fail(f"{at}.covers_seq", f"{covers} points at no message ({span})")
-            summaries.append(
-                {
-                    "text": self.text(summ["text"], f"{at}.text", max_chars=MAX_CONTENT_CHARS),
-                    "tokens": self.count(summ["tokens"], f"{at}.tokens"),
-                    "covers_seq": covers,
-                    "model": self.text(
-                        summ.get("model"), f"{at}.model", max_chars=MAX_NAME_CHARS, optional=True
-                    ),
-                    "usage": self.json_object(summ.get("usage"), f"{at}.usage"),
-                    "created_at": self.time(summ.get("created_at"), f"{at}.created_at"),
-                }
-            )
-        return summaries
+    def covers(self, at: str, covers: object, seqs: dict[int, int]) -> None:
+        if covers not in seqs:
+            span = f"message seqs are {min(seqs)}..{max(seqs)}" if seqs else "there are none"
+            self.fail(f"{at}.covers_seq", f"{covers} points at no message ({span})")
 
-    def events(self, raw: object) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = []
-        for _, at, ev in self.entries(
-            raw, "events", MAX_IMPORT_EVENTS, required=("kind",), optional=("data", "created_at")
-        ):
-            kind = self.text(ev["kind"], f"{at}.kind", max_chars=MAX_KIND_CHARS)
-            if not kind:
-                self.fail(f"{at}.kind", "empty")
-            events.append(
-                {
-                    "kind": kind,
-                    "data": self.json_object(ev.get("data"), f"{at}.data") or {},
-                    "created_at": self.time(ev.get("created_at"), f"{at}.created_at"),
-                }
+    def summary(self, at: str, raw: object, seqs: dict[int, int] | None) -> dict[str, Any]:
+        """The summary at ``at`` as a row; its covers_seq is checked against ``seqs`` unless
+        that is None (the messages are not known yet: the caller checks it later)."""
+        summ = self.obj(raw, at, *_SUMMARY_FIELDS)
+        covers = self.count(summ["covers_seq"], at, "covers_seq", minimum=1)
+        if seqs is not None:
+            self.covers(at, covers, seqs)
+        return {
+            "text": self.text(summ["text"], at, "text", max_chars=MAX_CONTENT_CHARS),
+            "tokens": self.count(summ["tokens"], at, "tokens"),
+            "covers_seq": covers,
+            "model": self.text(
+                summ.get("model"), at, "model", max_chars=MAX_NAME_CHARS, optional=True
+            ),
+            "usage": self.json_object(summ.get("usage"), at, "usage"),
+            "created_at": self.time(summ.get("created_at"), at, "created_at"),
+        }
+
+    def event(self, at: str, raw: object) -> dict[str, Any]:
+        ev = self.obj(raw, at, *_EVENT_FIELDS)
+        kind = self.text(ev["kind"], at, "kind", max_chars=MAX_KIND_CHARS)
+        if not kind:
+            self.fail(f"{at}.kind", "empty")
+        return {
+            "kind": kind,
+            "data": self.json_object(ev.get("data"), at, "data") or {},
+            "created_at": self.time(ev.get("created_at"), at, "created_at"),
+        }
+
+    # -- a parsed document -------------------------------------------------------------------
+    def entries(self, value: object, where: str, limit: int) -> Iterator[tuple[int, str, Any]]:
+        """(index, location, item) for each entry of the list ``value`` (``where``)."""
+        if not isinstance(value, list):
+            self.fail(where, f"expected a list, got {type_name(value)}")
+        assert isinstance(value, list)
+        if len(value) > limit:
+            self.fail(where, f"too many entries ({len(value):,}; the limit is {limit:,})")
+        for i, item in enumerate(value):
+            yield i, f"{where}[{i}]", item
+
+    def document(self, doc: object) -> ValidImport:
+        if not isinstance(doc, dict):
+            self.fail("", f"expected a JSON object at the top level, got {type_name(doc)}")
+        assert isinstance(doc, dict)
+        if "format" not in doc:
+            self.fail("format", "missing: this is not a chatmem conversation export")
+        self.format(doc["format"])
+        if "version" not in doc:
+            self.fail("version", "missing required field")
+        self.version(doc["version"])
+        self.obj(doc, "", _TOP_FIELDS, _TOP_OPTIONAL)
+        self.time(doc.get("exported_at"), "", "exported_at")
+        conversation = self.conversation(doc["conversation"])
+        seqs: dict[int, int] = {}
+        messages = [
+            self.message(i, at, raw, seqs)
+            for i, at, raw in self.entries(doc["messages"], "messages", MAX_IMPORT_MESSAGES)
+        ]
+        summaries = [
+            self.summary(at, raw, seqs)
+            for _, at, raw in self.entries(
+                doc.get("summaries", []), "summaries", MAX_IMPORT_SUMMARIES
             )
-        return events
+        ]
+        events = [
+            self.event(at, raw)
+            for _, at, raw in self.entries(doc.get("events", []), "events", MAX_IMPORT_EVENTS)
+        ]
+        return ValidImport(conversation, messages, summaries, events)
+
+
+# --------------------------------------------------------------------------------------------
+# The file as a stream
+# --------------------------------------------------------------------------------------------
+
+_FAST_BACKEND: Final = ijson.backend  # yajl2_c where its wheel exists
+_EXACT_BACKEND: Final = "python"
+# One JSON escape: \uXXXX (a code unit) or a backslash and any one character. Scanning escapes
+# from an escape boundary pairs each backslash correctly ("\\ud800" is not an escape of d800).
+_ESCAPE: Final = re.compile(rb"\\(?:u([0-9A-Fa-f]{4})|.)", re.DOTALL)
+_LONGEST_ESCAPES: Final = 12  # a surrogate pair, \uD83D\uDE00
+_CONTINUATION: Final = bytes(range(0x80, 0xC0))  # UTF-8 bytes that do not start a character
+_SYNTAX_PREFIXES: Final = ("lexical error: ", "parse error: ")
+_CONSTANTS: Final = (b"NaN", b"Infinity", b"-Infinity")
+_MAX_DIGITS: Final = sys.get_int_max_str_digits()  # 4,300 unless changed; 0: no limit
+_DIGIT_MARKS: Final = bytes(1 if 0x30 <= byte <= 0x39 else 0 for byte in range(256))
+_LONG_DIGIT_RUN: Final = b"\x01" * _MAX_DIGITS
+
+
+def is_serialized(data: object) -> bool:
+    """Whether ``data`` is a file to read (bytes, str, a file object), not a parsed document."""
+    return isinstance(data, bytes | bytearray | memoryview | str) or callable(
+        getattr(data, "read", None)
+    )
+
+
+@dataclass
+class ImportSource:
+    """A seekable binary file holding the import: ``size`` bytes from ``start``, after the
+    byte order mark (``bom`` bytes) if the file has one."""
+
+    file: IO[bytes]
+    start: int
+    size: int
+    bom: int
+
+    def rewind(self) -> None:
+        self.file.seek(self.start)
+
+
+def _too_large(size: int | None) -> ImportValidationError:
+    got = f"{size:,} bytes" if size is not None else f"more than {MAX_IMPORT_BYTES:,} bytes"
+    return ImportValidationError("", f"file too large ({got}; the limit is {MAX_IMPORT_BYTES:,})")
+
+
+def _not_binary() -> ImportValidationError:
+    return ImportValidationError("", "expected a binary file (opened with 'rb'), got a text file")
+
+
+@contextlib.contextmanager
+def import_source(data: ImportData) -> Iterator[ImportSource]:
+    """``data`` as an :class:`ImportSource`, checked against ``MAX_IMPORT_BYTES``.
+
+    Bytes and str are read in place, a seekable file from where it stands; any other file is
+    first copied to a temporary file (in memory up to 16 MB), counting, and refused as soon as
+    it passes the limit.
+    """
+    with contextlib.ExitStack() as stack:
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogatepass")  # a lone surrogate: not valid UTF-8
+        if isinstance(data, bytes | bytearray | memoryview):
+            file: IO[bytes] = io.BytesIO(data)
+        else:
+            file = data
+            if not _seekable(file):
+                file = stack.enter_context(_spooled(file))
+        start = file.tell()
+        size = file.seek(0, io.SEEK_END) - start
+        if size > MAX_IMPORT_BYTES:
+            raise _too_large(size)
+        file.seek(start)
+        head = file.read(len(_BOM))
+        if isinstance(head, str):
+            raise _not_binary()
+        bom = len(_BOM) if head == _BOM else 0
+        source = ImportSource(file, start + bom, size - bom, bom)
+        source.rewind()
+        yield source
+
+
+def _seekable(file: IO[bytes]) -> bool:
+    try:
+        return bool(file.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _spooled(file: IO[bytes]) -> Iterator[IO[bytes]]:
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
+        copied = 0
+        while chunk := file.read(_CHUNK):
+            if isinstance(chunk, str):
+                raise _not_binary()
+            copied += len(chunk)
+            if copied > MAX_IMPORT_BYTES:
+                raise _too_large(None)
+            spool.write(chunk)
+        spool.seek(0)
+        yield spool  # type: ignore[misc]
+
+
+class _NeedsExactReading(Exception):
+    """Something the fast backend gets wrong: a \\u escape of half a surrogate pair (read as
+    ``?``), or a run of more digits than Python turns into an int (the C backend then fails
+    in a way that can bring the process down)."""
+
+
+class _Reader:
+    """The bytes of the file as the parser reads them, checked on the way.
+
+    UTF-8 is checked as the bytes arrive (an error names the byte and its offset, as the
+    all-at-once reading did). With ``scan``, before the parser sees them, every \\u escape is
+    checked to be a whole character and no run of digits may pass Python's limit for an int
+    (``_NeedsExactReading`` otherwise, strings included: rare, and then only slower). The line
+    and column
+    of what has been handed out are kept, for syntax errors: with ``slow_from`` the bytes from
+    that offset on are handed out one at a time, so a parser error falls on its byte.
+    """
+
+    def __init__(self, source: ImportSource, *, scan: bool, slow_from: int | None = None) -> None:
+        self._file = source.file
+        self._left = source.size
+        self._offset = source.bom  # of the next byte read from the file, from its very start
+        self._scan = scan
+        self._digits = 0  # digits at the end of what was read so far (a run may span reads)
+        self._slow_from = slow_from
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._held = b""  # checked but not handed out: may be the start of an escape
+        self._buf = b""
+        self._pos = 0
+        self._done = False
+        self.served = 0  # bytes handed out (the file's offset less ``bom``)
+        self.line, self.column = 1, 1  # of the next byte to hand out
+        self.chunk = 0  # offset of the last chunk handed out
+        self.last = (1, 1)  # line and column of its first byte
+        self.ended = False  # the parser has read to the end
+
+    def read(self, size: int = -1) -> bytes:
+        if size == 0:
+            return b""  # ijson asks for nothing first, to see bytes from str
+        while self._pos >= len(self._buf) and not self._done:
+            self._fill()
+        if self._pos >= len(self._buf):
+            self.ended = True
+            return b""
+        size = _CHUNK if size is None or size < 0 else size
+        if self._slow_from is not None and self.served + size > self._slow_from:
+            size = max(1, self._slow_from - self.served)
+        out = self._buf[self._pos : self._pos + size]
+        self._pos += len(out)
+        self.chunk = self.served
+        self.served += len(out)
+        self.last = (self.line, self.column)
+        newlines = out.count(b"\n")
+        if newlines:
+            self.line += newlines
+            self.column = 1
+            out_tail = out[out.rfind(b"\n") + 1 :]
+        else:
+            out_tail = out
+        self.column += len(out_tail.translate(None, _CONTINUATION))
+        return out
+
+    def _fill(self) -> None:
+        raw = self._file.read(min(_CHUNK, self._left)) if self._left > 0 else b""
+        if isinstance(raw, str):
+            raise _not_binary()
+        raw = bytes(raw)
+        self._left -= len(raw)
+        final = not raw or self._left <= 0
+        pending = len(self._decoder.getstate()[0])
+        try:
+            self._decoder.decode(raw, final)
+        except UnicodeDecodeError as exc:
+            bad = bytes(exc.object[exc.start : exc.start + 1]).hex()
+            offset = self._offset - pending + exc.start
+            raise ImportValidationError(
+                "", f"not valid UTF-8 (byte 0x{bad} at offset {offset})"
+            ) from None
+        self._offset += len(raw)
+        if self._scan and _MAX_DIGITS:
+            self._digits = _digit_run(raw, self._digits)
+        data = self._held + raw if self._held else raw
+        ready = _checked_escapes(data, final) if self._scan else len(data)
+        self._held = data[ready:]
+        self._buf, self._pos = data[:ready], 0
+        self._done = final
+
+
+def _digit_run(raw: bytes, carried: int) -> int:
+    """The run of digits ``raw`` ends with (counting ``carried`` ones before it if it is all
+    digits); raises _NeedsExactReading if any run in it reaches Python's int digit limit."""
+    if not raw:
+        return carried
+    marks = raw.translate(_DIGIT_MARKS)  # 1 for a digit, 0 for anything else
+    head = len(marks) - len(marks.lstrip(b"\x01"))
+    if head == len(marks):
+        if carried + head >= _MAX_DIGITS:
+            raise _NeedsExactReading
+        return carried + head
+    if carried + head >= _MAX_DIGITS or _LONG_DIGIT_RUN in marks:
+        raise _NeedsExactReading
+    return len(marks) - len(marks.rstrip(b"\x01"))
+
+
+def _checked_escapes(data: bytes, final: bool) -> int:
+    """How many bytes of ``data`` can be handed out: up to where an escape could be cut off
+    (all of it when ``final``). Raises _NeedsExactReading at an unpaired surrogate escape."""
+    limit = len(data) if final else len(data) - _LONGEST_ESCAPES
+    if limit <= 0:
+        return 0
+    end = 0
+    pair_end = -1
+    for match in _ESCAPE.finditer(data):
+        if match.start() < pair_end:
+            continue  # the second half of a pair, checked with the first
+        if match.start() >= limit:
+            break
+        end = match.end()
+        digits = match.group(1)
+        if digits is None:
+            continue
+        unit = int(digits, 16)
+        if 0xD800 <= unit <= 0xDBFF:
+            low = _ESCAPE.match(data, match.end())
+            if low is None or low.group(1) is None or not 0xDC00 <= int(low.group(1), 16) <= 0xDFFF:
+                raise _NeedsExactReading
+            pair_end = end = low.end()
+        elif 0xDC00 <= unit <= 0xDFFF:
+            raise _NeedsExactReading
+    return max(end, limit)
+
+
+class _SyntaxFailure(Exception):
+    """The parser refused the bytes: ``reason`` in its words, in the chunk handed out at
+    offset ``chunk`` (or at the end of the file, ``ended``)."""
+
+    def __init__(self, reason: str, chunk: int, ended: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.chunk = chunk
+        self.ended = ended
+
+
+# What ijson's backends raise for bytes that are not JSON: their JSONError; the standard
+# library's errors (JSONDecodeError, UnicodeDecodeError, the ValueError of an integer with more
+# digits than Python converts), which the C backend wraps in a SystemError.
+_PARSER_ERRORS: Final = (ijson.JSONError, ValueError, SystemError)
+
+
+def _reason(exc: BaseException) -> str:
+    """A parser's error as a short phrase (without its own position or excerpt)."""
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, ValueError) and not isinstance(exc, ValueError):
+        exc = cause  # the digit limit, under the C backend's SystemError or Python's symbol
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.msg
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    for prefix in _SYNTAX_PREFIXES:
+        text = text.removeprefix(prefix)
+    text = re.sub(r" at \d+$", "", text)  # the pure-Python backend's character offset
+    text = text.split("; use sys.", 1)[0]  # Python's advice on its integer digit limit
+    text = text if len(text) <= 120 else f"{text[:117]}..."
+    return text.rstrip(".") or "unreadable"
+
+
+def _events(
+    source: ImportSource, backend: str, slow_from: int | None = None
+) -> tuple[_Reader, Iterator[tuple[str, Any]]]:
+    """The file's reader and ijson's events for it, from the start."""
+    source.rewind()
+    reader = _Reader(source, scan=backend != _EXACT_BACKEND, slow_from=slow_from)
+    module: ModuleType = ijson.get_backend(backend)
+    # Numbers as the standard library reads them: int, or float (from ijson's Decimal).
+    return reader, module.basic_parse(reader, buf_size=_CHUNK)
+
+
+_SCALARS: Final = frozenset({"string", "number", "boolean", "null"})
+
+
+class _StreamValidator(_Validator):
+    """Validates the events of a streamed file with the checks of :class:`_Validator`.
+
+    :meth:`rows` yields each entry's row as it is checked; afterwards ``conversation_row``
+    and ``counts`` hold what the file said. Only the entry being read is in memory, plus the
+    message seqs (for duplicates and ``covers_seq``).
+    """
+
+    def __init__(self, events: Iterator[tuple[str, Any]]) -> None:
+        self._it = events
+        self._values = 0
+        self._entry = ""
+        self.conversation_row: dict[str, Any] = {}
+        self.counts = {"messages": 0, "summaries": 0, "events": 0}
+
+    # -- building one value ------------------------------------------------------------------
+    @property
+    def entry_values(self) -> int:
+        """JSON values in the entry read last."""
+        return self._values
+
+    def _tally(self, values: int) -> None:
+        """Count ``values`` more JSON values in the entry being read (checked as each list or
+        object closes: an entry's size is bounded by the file's before that)."""
+        self._values += values
+        if self._values > MAX_ENTRY_VALUES:
+            self.fail(
+                self._entry or "top level",
+                f"too large (more than {MAX_ENTRY_VALUES:,} values in one entry)",
+            )
+
+    def _value(self, event: str, value: Any, where: str, depth: int) -> Any:
+        """The whole value that starts with ``event`` (at ``where``, nesting level ``depth``)."""
+        if event in _SCALARS:
+            self._tally(1)
+            return float(value) if type(value) is Decimal else value
+        if depth > MAX_IMPORT_DEPTH:
+            self.fail(
+                where if len(where) <= 80 else f"{where[:77]}...",
+                f"nested too deeply (more than {MAX_IMPORT_DEPTH} levels)",
+            )
+        it = self._it
+        if event == "start_array":
+            items: list[Any] = []
+            for event, value in it:
+                if event == "end_array":
+                    break
+                if event in _SCALARS:
+                    items.append(float(value) if type(value) is Decimal else value)
+                else:
+                    items.append(self._value(event, value, f"{where}[{len(items)}]", depth + 1))
+            self._tally(len(items) + 1)
+            return items
+        obj: dict[str, Any] = {}
+        for event, key in it:
+            if event == "end_map":
+                break
+            if key in obj:
+                self.fail(where, f"not valid JSON (duplicate key {key!r} in an object)")
+            event, value = next(it)
+            if event in _SCALARS:
+                obj[key] = float(value) if type(value) is Decimal else value
+            else:
+                obj[key] = self._value(event, value, _join(where, key), depth + 1)
+        self._tally(len(obj) + 1)
+        return obj
+
+    # -- the document ------------------------------------------------------------------------
+    def rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """("message" | "summary" | "event", row) for each entry, checked, in file order."""
+        it = self._it
+        event, value = next(it)
+        if event != "start_map":
+            got = "a list" if event == "start_array" else type_name(value)
+            self.fail("", f"expected a JSON object at the top level, got {got}")
+        seen: set[str] = set()
+        seqs: dict[int, int] = {}
+        waiting: list[tuple[str, int]] = []  # summaries read before the messages
+        for event, key in it:
+            if event == "end_map":
+                break
+            if key in seen:
+                self.fail("", f"not valid JSON (duplicate key {key!r} in an object)")
+            seen.add(key)
+            if key not in _TOP_FIELDS and key not in _TOP_OPTIONAL:
+                self.fail(_join("", key), "unknown field")
+            event, value = next(it)
+            if key not in _LISTS:
+                self._start(key)
+                value = self._value(event, value, key, 2)
+                if key == "format":
+                    self.format(value)
+                elif key == "version":
+                    self.version(value)
+                elif key == "exported_at":
+                    self.time(value, "", "exported_at")
+                else:
+                    self.conversation_row = self.conversation(value)
+                continue
+            if event != "start_array":
+                self._start(key)
+                got = type_name(self._value(event, value, key, 2))
+                self.fail(key, f"expected a list, got {got}")
+            limit = _LISTS[key]
+            known = "messages" in seen
+            index = 0
+            for event, value in it:
+                if event == "end_array":
+                    break
+                if index >= limit:
+                    self.fail(key, _too_many(limit))
+                at = f"{key}[{index}]"
+                self._start(at)
+                raw = self._value(event, value, at, 3)
+                if key == "messages":
+                    yield "message", self.message(index, at, raw, seqs)
+                elif key == "summaries":
+                    row = self.summary(at, raw, seqs if known else None)
+                    if not known:
+                        waiting.append((at, row["covers_seq"]))
+                    yield "summary", row
+                else:
+                    yield "event", self.event(at, raw)
+                index += 1
+            self.counts[key] = index
+        for _ in it:  # to the end: nothing but whitespace may follow
+            pass
+        if "format" not in seen:
+            self.fail("format", "missing: this is not a chatmem conversation export")
+        for key in _TOP_FIELDS:
+            if key not in seen:
+                self.fail(key, "missing required field")
+        for at, covers in waiting:
+            self.covers(at, covers, seqs)
+
+    def _start(self, where: str) -> None:
+        """A new entry (or top-level field) begins at ``where``: its values are counted."""
+        self._values = 0
+        self._entry = where
+
+
+class _Pass:
+    """One reading of the file with ``backend``: its rows, checked; parser errors become
+    ``_SyntaxFailure`` (with where the reader was)."""
+
+    def __init__(self, source: ImportSource, backend: str) -> None:
+        self.reader, events = _events(source, backend)
+        self.validator = _StreamValidator(events)
+
+    def rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        try:
+            yield from self.validator.rows()
+        except _PARSER_ERRORS as exc:
+            raise _SyntaxFailure(_reason(exc), self.reader.chunk, self.reader.ended) from None
+
+
+def check_import(source: ImportSource) -> ImportPlan:
+    """Read and check the whole file (pass one). Raises ImportValidationError at the first
+    problem. The rows are kept while they take less than ``_KEEP_ROWS_BYTES`` (most files:
+    then they are not read twice); past that only the conversation's fields and the counts."""
+    backend = _FAST_BACKEND
+    while True:
+        reading = _Pass(source, backend)
+        kept: list[tuple[str, dict[str, Any]]] | None = []
+        size = 0
+        try:
+            for kind, row in reading.rows():
+                if kept is not None:
+                    text = row.get("content") or row.get("text") or ""
+                    size += _ROW_BYTES + _VALUE_BYTES * reading.validator.entry_values + len(text)
+                    kept.append((kind, row))
+                    if size > _KEEP_ROWS_BYTES:
+                        kept = None
+        except _NeedsExactReading:
+            backend = _EXACT_BACKEND  # read it again with the backend that reads it right
+            continue
+        except _SyntaxFailure as failure:
+            raise _located(source, backend, failure) from None
+        found = reading.validator
+        return ImportPlan(found.conversation_row, backend=backend, rows=kept, **found.counts)
+
+
+def import_rows(source: ImportSource, plan: ImportPlan) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The rows of a file :func:`check_import` accepted, in file order: ``("message" |
+    "summary" | "event", row)``; kept from the check, or read again (pass two)."""
+    if plan.rows is not None:
+        yield from plan.rows
+    else:
+        yield from _Pass(source, plan.backend).rows()
+
+
+def _located(source: ImportSource, backend: str, failure: _SyntaxFailure) -> Exception:
+    """The syntax error as ImportValidationError, with its line and column: the file is read
+    again up to it, the failing stretch one byte at a time."""
+    reader, events = _events(source, backend, slow_from=failure.chunk)
+    try:
+        for _ in events:
+            pass
+    except _PARSER_ERRORS as exc:
+        line, column = (reader.line, reader.column) if reader.ended else reader.last
+        offset = reader.served if reader.ended else reader.served - 1
+        name = _constant_at(source, offset)
+        if name is not None:
+            return ImportValidationError(
+                "", f"not valid JSON ({name} is not valid JSON, at line {line}, column {column})"
+            )
+        where = f"at line {line}, column {column}"
+        return ImportValidationError("", f"not JSON ({_reason(exc)} {where})")
+    except (ImportValidationError, _NeedsExactReading):
+        pass
+    return ImportValidationError("", f"not JSON ({failure.reason})")
+
+
+def _constant_at(source: ImportSource, offset: int) -> str | None:
+    """``NaN``, ``Infinity`` or ``-Infinity`` if the file has one at ``offset`` (or, for
+    ``-Infinity``, one byte before: the parser stops at the ``I``)."""
+    first = max(0, offset - 1)
+    source.file.seek(source.start + first)
+    near = source.file.read(offset - first + len(b"-Infinity"))
+    if not isinstance(near, bytes):
+        return None
+    if near.startswith(b"-Infinity") and offset > first:
+        return "-Infinity"
+    here = near[offset - first :]
+    for name in _CONSTANTS:
+        if here.startswith(name):
+            return name.decode()
+    return None

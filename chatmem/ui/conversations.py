@@ -10,6 +10,7 @@ import json
 import re
 from dataclasses import dataclass
 from functools import partial
+from typing import IO
 
 import streamlit as st
 
@@ -71,10 +72,12 @@ class ImportResult:
     error: str | None
 
 
-def import_conversation(store: Store, data: bytes, owner: str | None) -> ImportResult:
-    """Import an exported JSON file as a new conversation owned by ``owner``.
+def import_conversation(store: Store, data: bytes | IO[bytes], owner: str | None) -> ImportResult:
+    """Import an exported JSON file (its bytes, or the file: read as a stream, never parsed
+    whole) as a new conversation owned by ``owner``.
 
-    A rejected file writes nothing and says why in one sentence.
+    A rejected file writes nothing and says why in one sentence; a file over a limit is
+    refused where it crosses it.
     """
     try:
         return ImportResult(store.import_json(data, owner=owner), None)
@@ -302,7 +305,8 @@ def _on_upload(sess: ChatSession, key: str) -> None:
     upload = st.session_state.get(key)
     if upload is None or sess.store is None:
         return
-    result = import_conversation(sess.store, upload.getvalue(), sess.owner)
+    upload.seek(0)
+    result = import_conversation(sess.store, upload, sess.owner)  # streamed, not getvalue()
     st.session_state[UPLOAD_COUNT_KEY] = st.session_state.get(UPLOAD_COUNT_KEY, 0) + 1
     if result.error is not None:
         st.session_state[IMPORT_ERROR_KEY] = result.error

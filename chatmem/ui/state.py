@@ -258,9 +258,13 @@ def open_session(
         bot = ChatMemory.resume(store, cid, settings=settings, recall=recall, owner=owner, fit=True)
     except NotFoundError:  # deleted in the meantime
         raise ConversationUnavailable(UNAVAILABLE) from None
-    loaded = store.load(cid, keep_tail=PAGE_SIZE)
+    # The newest page of the transcript (failed and cut-off messages too); older pages are read
+    # when asked for. Never the whole unfolded tail: a conversation never folded has it all.
+    top = 2**31 - 1  # the highest seq (a 32-bit column): below it, and it
+    newest = store.messages(cid, before_seq=top, limit=PAGE_SIZE)
+    newest += store.messages(cid, after_seq=top - 1)
     sess = ChatSession(bot=bot, store=store, owner=owner, setup_notes=list(bot.setup_notes))
-    sess.transcript = [entry_for(m) for m in loaded.display_messages]
+    sess.transcript = [entry_for(m) for m in newest[-PAGE_SIZE:]]
     last = sess.transcript[-1] if sess.transcript else None
     if last is not None and last["role"] == "user" and last["status"] == "ok":
         sess.notice = NO_REPLY  # e.g. the app was stopped while the reply streamed

@@ -3,18 +3,21 @@ export and import."""
 
 from __future__ import annotations
 
+import io
 import json
+from typing import Any
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from chatmem.store import Store
+from chatmem.store import MAX_IMPORT_MESSAGES, Store
 from chatmem.ui.conversations import (
     export_json_bytes,
     export_markdown_bytes,
     import_conversation,
 )
-from tests.app.conftest import close, send, session, shown_messages
+from chatmem.ui.state import PAGE_SIZE
+from tests.app.conftest import close, open_app, send, session, shown_messages
 
 PAGE = "pages/conversations.py"
 
@@ -180,3 +183,84 @@ def test_new_chat_button_goes_to_an_empty_chat(app: AppTest, three: list[str]) -
     assert shown_messages(app) == []
     assert "c" not in app.query_params
     close(app)
+
+
+def many_messages(n: int, first: str) -> bytes:
+    """An export of ``n`` messages, no summary; message 1 is ``first``."""
+    doc = {
+        "format": "chatmem.conversation",
+        "version": 1,
+        "conversation": {"title": "Long", "settings": {"max_tokens": 600}},
+        "messages": [
+            {
+                "seq": i,
+                "role": "user" if i % 2 else "assistant",
+                "content": first if i == 1 else f"Note {i}: gardens, rivers and trains.",
+            }
+            for i in range(1, n + 1)
+        ],
+    }
+    return json.dumps(doc).encode()
+
+
+def test_the_upload_is_read_as_a_stream(
+    app: AppTest, three: list[str], store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Any] = []
+    original = Store.import_json
+
+    def spy(self: Store, data: Any, owner: str | None = None) -> Any:
+        seen.append(data)
+        return original(self, data, owner=owner)
+
+    monkeypatch.setattr(Store, "import_json", spy)
+    app.switch_page(PAGE).run()
+    data = export_json_bytes(store, three[0])
+    app.file_uploader[0].set_value(("lisbon.json", data, "application/json")).run()
+    assert not app.exception, app.exception
+    assert len(seen) == 1
+    assert isinstance(seen[0], io.IOBase) and not isinstance(seen[0], bytes)  # the file itself
+    assert len(store.list_conversations()) == 4
+
+
+def test_an_upload_over_the_entry_limit_is_refused_and_writes_nothing(
+    app: AppTest, three: list[str], store: Store
+) -> None:
+    data = many_messages(MAX_IMPORT_MESSAGES + 5_000, "Hi")
+    app.switch_page(PAGE).run()
+    app.file_uploader[0].set_value(("huge.json", data, "application/json")).run()
+    assert not app.exception, app.exception
+    assert [e.value for e in app.error] == [
+        "The file was not imported: messages: too many entries (250,001 or more; "
+        "the limit is 250,000)"
+    ]
+    assert len(store.list_conversations()) == 3
+    assert session(app).conversation_id == three[2]
+
+
+def test_a_long_imported_conversation_opens_with_a_bounded_memory(
+    app_env: Any, store: Store
+) -> None:
+    n = 20_000
+    cid = store.import_json(many_messages(n, "Hi, my name is Sam.")).id
+    at = open_app(cid)
+    sess = session(at)
+    assert sess.conversation_id == cid
+    assert len(sess.transcript) == PAGE_SIZE  # the newest page, not the 20,000
+    assert shown_messages(at)[-1] == ("assistant", f"Note {n}: gardens, rivers and trains.")
+    assert (
+        at.button(key="show_earlier").label == f"Show earlier messages ({n - PAGE_SIZE:,} hidden)"
+    )
+    assert 0 < sess.bot.message_count <= 2 * 600 // 4 + 1  # two budgets' worth at most
+    send(at, "What is my name?")
+    assert shown_messages(at)[-1] == ("assistant", "Your name is Sam.")  # recalled from seq 1
+    close(at)
+
+
+def test_the_newest_page_includes_the_highest_possible_seq(app_env: Any, store: Store) -> None:
+    doc = json.loads(many_messages(2, "Hi"))
+    doc["messages"][1]["seq"] = 2**31 - 1  # the column's highest value
+    cid = store.import_json(json.dumps(doc)).id
+    at = open_app(cid)
+    assert [e["seq"] for e in session(at).transcript] == [1, 2**31 - 1]
+    close(at)

@@ -147,3 +147,29 @@ def test_locomo_quick_scores_every_strategy(tmp_path: Path) -> None:
     recency, recall = data["recency only @ 4000"], data["recency + BM25 recall (20% share) @ 4000"]
     assert 0 < recency < recall <= 1
     assert "questions scored" in markdown and "skipped" in markdown
+
+
+def test_import_measures_before_and_after(tmp_path: Path) -> None:
+    from bench import bench_import
+
+    markdown, data = run_script(bench_import, tmp_path, "--no-chart")
+    rows = table_rows(markdown)
+    assert [label.split(" ")[0] for label in rows] == ["refuse", "import", "import", "resume"]
+    for cells in rows.values():
+        assert re.match(TIME, cells[0]) and re.match(TIME, cells[2]), cells
+        assert cells[1].endswith(" MB") and cells[3].endswith(" MB"), cells
+        assert "×" in cells[4] and "×" in cells[5], cells
+    results = data["results"]
+    assert results["refuse"]["before"]["outcome"].startswith("refused: messages: too many")
+    assert results["refuse"]["after"]["outcome"] == (
+        "refused: messages: too many entries (250,001 or more; the limit is 250,000)"
+    )
+    for key, count in (
+        ("import", bench_import.QUICK_MESSAGES),
+        ("import_small", bench_import.QUICK_SMALL),
+    ):
+        outcomes = [results[key][mode]["outcome"] for mode in ("before", "after")]
+        assert outcomes == [f"imported {count:,} messages"] * 2
+    assert results["resume"]["before"]["held"] == bench_import.QUICK_MESSAGES
+    assert 0 < results["resume"]["after"]["held"] < bench_import.QUICK_MESSAGES
+    assert not (tmp_path / "bench_import.png").exists()
