@@ -173,3 +173,15 @@ def test_import_measures_before_and_after(tmp_path: Path) -> None:
     assert results["resume"]["before"]["held"] == bench_import.QUICK_MESSAGES
     assert 0 < results["resume"]["after"]["held"] < bench_import.QUICK_MESSAGES
     assert not (tmp_path / "bench_import.png").exists()
+
+
+def test_terms_compares_both_ways_on_every_size(tmp_path: Path) -> None:
+    from bench import bench_terms
+
+    markdown, data = run_script(bench_terms, tmp_path, "--no-chart")
+    rows = table_rows(markdown)
+    assert list(rows) == [f"{n:,}" for n in bench_terms.QUICK_SIZES]
+    for cells in rows.values():
+        assert re.match(TIME, cells[1]) and re.match(TIME, cells[2]), cells
+        assert cells[4] == "yes", cells  # the same terms as the list version
+    assert all(r["same_terms"] for r in data["rows"])
