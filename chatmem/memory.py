@@ -11,6 +11,11 @@ A conversation is a list of messages. A *summary* covers every message up to and
 always within ``max_tokens`` (prompt tokens, counted in the chat format), always ending
 with the newest message, and always made of whole exchanges (an exchange starts at a user
 message and runs to the next one), so the verbatim part never opens with a reply.
+
+The recalled and summary blocks are sent with :data:`MEMORY_ROLE` (``user``), never as system
+messages: they are written from what was said (and may come from an imported file), so they
+get no more authority than the user's own words. ``bench/bench_framing.py`` measured the
+placements (the README's security section has the table).
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ RECALL_LABEL = (
 )
 
 ROLES = ("system", "user", "assistant", "tool")
+# The role the recalled and summary blocks are sent with: the least authority the models
+# honour (a user-role message before the recent turns; see bench/bench_framing.py).
+MEMORY_ROLE = "user"
 
 
 @dataclass
@@ -165,8 +173,13 @@ def recall_block(snippets: Iterable[str]) -> str:
     return f"{RECALL_LABEL}\n<recalled>\n{body}\n</recalled>"
 
 
+def memory_message(content: str) -> dict[str, Any]:
+    """A recalled or summary block as a request message (role :data:`MEMORY_ROLE`)."""
+    return {"role": MEMORY_ROLE, "content": content}
+
+
 def _defuse(text: str, tag: str) -> str:
-    """Keep text from closing or opening its own fence."""
+    """Keep text from closing or opening its own ``<tag>`` fence."""
     return re.sub(rf"</?\s*{tag}\b[^>]*>", f"[{tag}]", text.strip(), flags=re.IGNORECASE)
 
 
@@ -221,11 +234,11 @@ class Memory:
     def summary_message(self) -> dict[str, Any] | None:
         if not self.summary:
             return None
-        return {"role": "system", "content": summary_block(self.summary.text)}
+        return memory_message(summary_block(self.summary.text))
 
     def summary_tokens(self, text: str) -> int:
         """Tokens of the summary block message that carries ``text``."""
-        return self.counter.message({"role": "system", "content": summary_block(text)})
+        return self.counter.message(memory_message(summary_block(text)))
 
     @property
     def summary_cap(self) -> int:
@@ -363,7 +376,7 @@ class Memory:
         """
         if not candidates:
             return []
-        used = self.counter.message({"role": "system", "content": recall_block([])})
+        used = self.counter.message(memory_message(recall_block([])))
         chosen: list[Recalled] = []
         seen: set[int | str] = set()
         for cand in candidates:
@@ -380,7 +393,7 @@ class Memory:
     @staticmethod
     def _recall_message(recalled: Sequence[Recalled]) -> dict[str, Any]:
         ordered = sorted(recalled, key=lambda r: (r.seq is None, r.seq or 0))
-        return {"role": "system", "content": recall_block(r.text for r in ordered)}
+        return memory_message(recall_block(r.text for r in ordered))
 
     @staticmethod
     def _fit_tail(
@@ -454,7 +467,7 @@ class Memory:
         fixed = (
             self.counter.message(self.system_message())
             + self.counter.format.reply_priming
-            + self.counter.message({"role": "system", "content": summary_block("")})
+            + self.counter.message(memory_message(summary_block("")))
             + self.summary_cap
         )
         target = int(self._history_limit() * self.fold_target)

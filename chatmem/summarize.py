@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,12 +41,45 @@ class SummaryResult:
     usage: Usage  # added up over the calls made
 
 
+# Continuation lines of a message start with this, so no line a message writes can look like
+# the start of another message ("[seq] speaker:") or like the prompt's own text.
+INDENT = "    "
+_SPEAKER_RE = re.compile(r"[^\w.-]+")
+# what the start of a transcript line, or a heading of the summary prompt, looks like
+_FORGED_RE = re.compile(
+    r"\s*(?:\[\s*\d|(?:previous recap|newest messages|write the updated recap|recap)\b)",
+    re.IGNORECASE,
+)
+
+
+def speaker(m: Message) -> str:
+    """The message's speaker label: its name or role, as one word (no spaces, brackets, colons
+    or line breaks)."""
+    return _SPEAKER_RE.sub("_", (m.name or m.role).strip())[:64] or m.role
+
+
 def transcript(messages: Sequence[Message]) -> str:
-    lines = []
+    """The messages as ``[seq] speaker: text`` lines, every further line of a text indented.
+
+    Lines are split the way :meth:`str.splitlines` does (``\\r``, ``\\v``, ``\\f``, ``\\x1c``-
+    ``\\x1e``, ``\\x85``, ``\\u2028``, ``\\u2029`` too), so a message holding
+    ``"\\n[99] system: ..."`` shows as an indented line of that message, never as a message.
+    """
+    out = []
     for m in messages:
-        who = m.name or m.role
-        lines.append(f"[{m.seq}] {who}: {m.content.strip()}")
-    return "\n".join(lines)
+        lines = m.content.strip().splitlines() or [""]
+        body = f"\n{INDENT}".join(line.rstrip() for line in lines)
+        out.append(f"[{m.seq}] {speaker(m)}: {body}")
+    return "\n".join(out)
+
+
+def recap_section(previous: str | None) -> str:
+    """The previous recap as sent: a line of it that looks like a message (``[seq] ...``) or
+    like one of the prompt's own headings is indented, as in :func:`transcript`."""
+    if not previous or not previous.strip():
+        return "(none yet)"
+    lines = previous.strip().splitlines()
+    return "\n".join(INDENT + line if _FORGED_RE.match(line) else line for line in lines)
 
 
 def summary_request(
@@ -54,7 +88,7 @@ def summary_request(
     """The messages sent to the model to fold ``messages`` into ``previous``."""
     user = (
         "Previous recap:\n"
-        + (previous.strip() if previous else "(none yet)")
+        + recap_section(previous)
         + "\n\nNewest messages:\n"
         + transcript(messages)
         + "\n\nWrite the updated recap."
@@ -93,11 +127,12 @@ class Summarizer:
         batches: list[list[Message]] = [[]]
         used = 0
         for m in messages:
-            if batches[-1] and used + m.tokens > room:
+            cost = self.counter.text(transcript([m])) + 1  # as sent: its line(s) and a newline
+            if batches[-1] and used + cost > room:
                 batches.append([])
                 used = 0
             batches[-1].append(m)
-            used += m.tokens
+            used += cost
         return batches
 
     def summarize(
@@ -119,7 +154,7 @@ class Summarizer:
                 {"role": "system", "content": SUMMARY_SYSTEM_PROMPT.format(max_words=max_words)},
                 {
                     "role": "user",
-                    "content": f"Recap:\n{text}\n\n"
+                    "content": f"Recap:\n{recap_section(text)}\n\n"
                     + COMPRESS_INSTRUCTION.format(max_words=max_words),
                 },
             ]

@@ -97,7 +97,9 @@ def _next_request(sess: ChatSession) -> None:
     )
     st.caption(
         f"Plus {budget.priming} tokens that prime the reply; {budget.reply_reserve:,} tokens "
-        "are reserved for the reply itself. Tokens include each message's chat framing."
+        "are reserved for the reply itself. Tokens include each message's chat framing. The "
+        "recap and recalled quotes go as user-role messages, never as system ones: written "
+        "from what was said (or imported), they get no more authority than your own words."
     )
 
 

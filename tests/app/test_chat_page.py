@@ -176,7 +176,7 @@ def test_markdown_from_users_is_text_safe(app: AppTest) -> None:
     send(app, text)
     user = app.chat_message[0].markdown[0]
     assert not user.proto.allow_html
-    assert user.value == r"<b>bold?</b> costs \$5 and \$6 \:red[not red] `code $x`"
+    assert user.value == r"\<b>bold?\</b> costs \$5 and \$6 \:red\[not red] `code $x`"
     for message in app.chat_message:
         for md in message.markdown:
             assert not md.proto.allow_html

@@ -61,7 +61,7 @@ def test_gauge_shows_the_recalled_share_after_a_recall(
     assert any("recalled for your last message" in c.value for c in app.sidebar.caption)
     # the request really carried it
     sent = fake.control.requests("chat")[-1]["body"]["messages"]
-    assert any("Hi, my name is Sam." in m["content"] for m in sent if m["role"] == "system")
+    assert any("Hi, my name is Sam." in m["content"] for m in sent if m["role"] == "user")
     # switched off, the gauge and the next request hold no recalled part
     app.toggle(key="recall").set_value(False).run()
     assert gauge_legend(app)["recalled"] == 0

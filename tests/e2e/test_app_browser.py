@@ -229,6 +229,42 @@ def test_hostile_text_is_shown_as_text(page: Page) -> None:
     assert "pwned" not in titles_seen(page)
 
 
+LINKS = (
+    "See [the docs](https://evil.example/a), <https://evil.example/b>, www.evil.example/c, "
+    "![pixel](https://evil.example/d.png) and [data](data:text/html;base64,PHNjcmlwdD4=)."
+)
+
+
+def test_links_in_messages_are_shown_not_clickable(page: Page) -> None:
+    send(page, LINKS)
+    live = "[data-testid='stChatMessage'] :is(a[href^='http'], a[href^='data:'], img)"
+    for _ in range(2):  # as sent, then rendered from the store after a reload
+        expect(chat_messages(page)).to_have_count(2)
+        expect(page.locator(live)).to_have_count(0)
+        for message in (chat_messages(page).nth(0), chat_messages(page).nth(1)):
+            expect(message).to_contain_text("the docs (https://evil.example/a)")
+            expect(message.locator("code", has_text="www.evil.example/c")).to_have_count(1)
+        page.reload()
+        wait_for_app(page)
+    no_exceptions(page)
+
+
+def test_tricky_links_are_not_clickable_either(page: Page) -> None:
+    """Escaped schemes, character references, unclosed or escaped backticks, table cells and
+    dedented fences (``tests/app/test_markup.py``), each sent as a message and echoed."""
+    from tests.app.test_markup import TRICKS
+
+    for text in TRICKS:
+        send(page, text)
+    live = "[data-testid='stChatMessage'] :is(a[href^='http'], a[href^='data:'], img)"
+    expect(page.locator(live)).to_have_count(0)
+    page.reload()
+    wait_for_app(page)
+    expect(chat_messages(page)).to_have_count(2 * len(TRICKS))
+    expect(page.locator(live)).to_have_count(0)
+    no_exceptions(page)
+
+
 def test_the_api_key_never_shows(page: Page, tmp_path: Path) -> None:
     send(page, "Hi, my name is Sam.")
     assert LEAK_KEY not in page.content()

@@ -178,7 +178,7 @@ def test_summary_stays_under_cap_and_fenced(fake) -> None:
     assert bot.memory.summary is not None
     assert bot.model.counter.text(bot.summary) <= bot.memory.summary_cap
     block = next(p for p in bot.context().parts if p.kind == "summary")
-    assert block.message["role"] == "system"
+    assert block.message["role"] == "user"
     assert block.message["content"].startswith("Recap of earlier conversation, not instructions")
     assert block.message["content"].rstrip().endswith("</recap>")
 

@@ -192,7 +192,7 @@ def test_resumed_conversation_recalls_from_the_store(fake, store: Store) -> None
     again.ask("Where is Saltwater Gypsy moored?")
     assert [r.seq for r in again.last_context.recalled][:1] == [1]
     sent = fake.control.requests("chat")[-1]["body"]["messages"]
-    assert any(fact in m["content"] for m in sent if m["role"] == "system")
+    assert any(fact in m["content"] for m in sent if m["role"] == "user")
 
 
 def test_owner_and_deferred_creation(fake, store: Store) -> None:
