@@ -1,4 +1,5 @@
-"""``python -m chatmem``: the terminal chat, on the same engine as the app."""
+"""``python -m chatmem``: the terminal chat, on the same engine as the app; ``--list`` and
+``--reindex`` (rebuild the store's full-text search index) for the stored conversations."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from chatmem.config import Settings, load_settings
-from chatmem.errors import ChatmemError, ContextOverflow, ModelError
+from chatmem.errors import ChatmemError, ContextOverflow, ModelError, StoreError
 from chatmem.session import ChatMemory
-from chatmem.store import Store
+from chatmem.store import IndexRebuild, Store
 
 QUIT_WORDS = {"quit", "exit"}
 
@@ -29,9 +30,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", metavar="ID", help="continue a stored conversation")
     parser.add_argument("--list", action="store_true", help="list stored conversations and exit")
     parser.add_argument(
+        "--reindex",
+        action="store_true",
+        help="rebuild the full-text search index (used by recall) of every stored "
+        "conversation, then exit",
+    )
+    parser.add_argument(
         "--no-store", action="store_true", help="keep nothing on disk (no CHATMEM_DATABASE_URL)"
     )
     return parser
+
+
+def reindex(store: Store, write: Callable[[str], object] | None = None) -> IndexRebuild:
+    """Rebuild the store's full-text index, printing progress (about every tenth of the
+    conversations) and a one-line result. Raises StoreError."""
+    write = write or sys.stdout.write
+    write("chatmem: rebuilding the search index of every stored conversation...\n")
+    shown: set[int] = set()
+
+    def progress(done: int, total: int) -> None:
+        step = done * 10 // total if total else 10
+        if step not in shown:
+            shown.add(step)
+            write(f"  {done:,}/{total:,} conversations\n")
+
+    result = store.rebuild_search_index(progress)
+    write(
+        f"chatmem: search index rebuilt: {result.messages:,} messages in "
+        f"{result.conversations:,} conversations.\n"
+    )
+    return result
 
 
 def list_conversations(store: Store, write: Callable[[str], object] = sys.stdout.write) -> None:
@@ -109,11 +137,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     store: Store | None = None
     try:
         settings = load_settings()
+        if args.no_store and (args.list or args.reindex):
+            raise ValueError("--list and --reindex need the store; drop --no-store.")
         if not args.no_store:
             store = Store(settings.database_url)
         if args.list:
-            assert store is not None, "--list needs the store"
+            assert store is not None
             list_conversations(store)
+            return 0
+        if args.reindex:
+            assert store is not None
+            try:
+                reindex(store)
+            except StoreError as exc:
+                raise StoreError(f"could not rebuild the search index: {exc}") from exc
+            store.close()
             return 0
         bot = open_bot(args, settings, store)
     except (ChatmemError, ValueError, LookupError) as exc:

@@ -111,5 +111,27 @@ class ImportValidationError(StoreError):
         super().__init__(f"{where}: {problem}" if where else problem)
 
 
+class SearchIndexError(StoreError):
+    """The full-text index of message content cannot be read or written: damaged, or missing.
+
+    The messages themselves are intact; ``Store.rebuild_search_index`` (``python -m chatmem
+    --reindex``) builds the index again from them.
+    """
+
+    def __init__(
+        self,
+        message: str = (
+            "The full-text search index of the saved messages is damaged or missing (the "
+            "messages themselves are intact); run `python -m chatmem --reindex` to rebuild it."
+        ),
+    ) -> None:
+        super().__init__(message)
+
+
+class LocationError(StoreError):
+    """The SQLite database cannot be created or written where the URL points (read-only
+    folder or file, part of the path a file). One sentence, without the path."""
+
+
 class ConversationUnavailable(ChatmemError, LookupError):
     """The conversation asked for does not exist, or belongs to someone else."""

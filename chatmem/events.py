@@ -26,6 +26,7 @@ class EventKind(StrEnum):
     STOPPED = "stopped"  # the reply was abandoned before it finished; what arrived is kept
     RECALL_FALLBACK = "recall_fallback"  # embedding a query failed; BM25 alone for this turn
     EMBEDDINGS_OFF = "embeddings_off"  # embeddings cannot work with these settings; BM25 only
+    RECALL_UNAVAILABLE = "recall_unavailable"  # the store's search index is damaged; no recall
 
 
 def event_kind(raw: str) -> EventKind | str:

@@ -185,7 +185,9 @@ def build_recall(
     """BM25 (the store's full-text index when there is a store, else one in memory),
     blended with embeddings when the settings name an embedding model and the chat model is
     OpenAI-compatible (never with the local model)."""
-    lexical: RecallIndex = FtsIndex() if store is None else StoreRecall(store, conversation_id)
+    lexical: RecallIndex = (
+        FtsIndex() if store is None else StoreRecall(store, conversation_id, on_event=on_event)
+    )
     name = settings.active_embedding_model
     if not name or not isinstance(model, OpenAIChat):
         return lexical

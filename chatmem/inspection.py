@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from chatmem.events import Event, EventKind
 from chatmem.memory import Budget, Context, Memory, Message, Recalled, Summary
+from chatmem.recall import RecallIndex, recall_unavailable
 
 if TYPE_CHECKING:
     from chatmem.journal import Journal
@@ -53,6 +54,7 @@ class SessionView:
     model: ChatModel
     last_context: Context | None
     recall: bool
+    recall_index: RecallIndex
     _lock: threading.RLock
     _journal: Journal
     _events: list[Event]
@@ -169,6 +171,11 @@ class SessionView:
             return None
         found = store.messages(cid, after_seq=seq - 1, before_seq=seq + 1)
         return (found[0].name or found[0].role, found[0].content) if found else None
+
+    @property
+    def recall_unavailable(self) -> str | None:
+        """Why recall finds nothing right now (the store's index is damaged), or None."""
+        return recall_unavailable(self.recall_index)
 
     @property
     def reply_reserve(self) -> int:

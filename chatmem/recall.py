@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from chatmem.store import Store
 
 from chatmem.embeddings import QUERY_TIMEOUT, VectorIndex
-from chatmem.errors import EmbeddingError
+from chatmem.errors import EmbeddingError, SearchIndexError
+from chatmem.events import Event, EventKind
 from chatmem.memory import Recalled
 from chatmem.text import query_terms, snippet
 
@@ -79,16 +80,37 @@ class FtsIndex:
         self._db.close()
 
 
+RECALL_UNAVAILABLE = (
+    "Recall of older messages is off until the damaged search index is rebuilt with "
+    "`python -m chatmem --reindex`; your messages are kept and the chat goes on."
+)
+"""The notice when the store's full-text index cannot be searched (event ``recall_unavailable``)."""
+
+
 class StoreRecall:
     """Search the store's full-text index (FTS5 on SQLite, tsvector on PostgreSQL).
 
     The store already holds every message, so ``add`` has nothing to do, and a resumed
     conversation can recall messages folded away long before this process started.
+
+    A damaged index is rebuilt by the store when a search finds it; if that fails, recall
+    finds nothing (the turn goes on without it) and a ``recall_unavailable`` event says so,
+    once per session: through ``on_event`` (the session's recorder), or, without one, stored
+    with the conversation's events. Each later search tries the index again, so recall comes
+    back by itself once the index is rebuilt (``python -m chatmem --reindex``).
     """
 
-    def __init__(self, store: Store, conversation_id: Callable[[], str | None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        conversation_id: Callable[[], str | None],
+        on_event: Callable[..., Any] | None = None,
+    ) -> None:
         self.store = store
         self._cid = conversation_id
+        self._on_event = on_event
+        self.unavailable: str | None = None  # the notice while the index cannot be searched
+        self._noticed = False
 
     def add(self, seq: int, speaker: str, text: str) -> None:
         return None
@@ -97,8 +119,33 @@ class StoreRecall:
         cid = self._cid()
         if cid is None:
             return []
-        hits = self.store.search_messages(cid, query, before_seq=before_seq, limit=limit)
+        try:
+            hits = self.store.search_messages(cid, query, before_seq=before_seq, limit=limit)
+        except SearchIndexError:
+            self._off(cid)
+            return []
+        self.unavailable = None
         return [Recalled(snippet(h.name or h.role, h.content), h.seq, h.score) for h in hits]
+
+    def _off(self, cid: str) -> None:
+        self.unavailable = RECALL_UNAVAILABLE
+        if self._noticed:
+            return
+        self._noticed = True
+        log.warning("recall: %s", RECALL_UNAVAILABLE)
+        try:
+            if self._on_event is not None:
+                self._on_event(EventKind.RECALL_UNAVAILABLE.value, RECALL_UNAVAILABLE)
+            else:
+                self.store.add_event(cid, Event(EventKind.RECALL_UNAVAILABLE, RECALL_UNAVAILABLE))
+        except Exception:  # the notice is lost, the turn is not
+            log.exception("recall: could not record that recall is off")
+
+
+def recall_unavailable(index: RecallIndex) -> str | None:
+    """Why recall finds nothing right now (the store's index cannot be searched), or None."""
+    lexical = index.lexical if isinstance(index, HybridRecall) else index
+    return lexical.unavailable if isinstance(lexical, StoreRecall) else None
 
 
 RRF_K = 60

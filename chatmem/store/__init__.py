@@ -27,27 +27,36 @@ The modules, lowest first (each imports only those above it, plus ``chatmem.erro
 Reading methods that return a collection (``messages``, ``list_summaries``, ``list_events``,
 ``count_messages``) return an empty result for an unknown conversation id; methods that need the
 conversation (``load``, ``export_*``, ``append_message``, ``rename_conversation``...) raise
-``NotFoundError``. Every error the store raises is a ``StoreError``.
+``NotFoundError``. Every error the store raises is a ``StoreError``; a damaged full-text index
+that could not be rebuilt is a ``SearchIndexError`` (see ``Store.rebuild_search_index``).
 """
 
 from __future__ import annotations
 
-from chatmem.errors import ImportValidationError, NotFoundError, StoreError
+from chatmem.errors import (
+    ImportValidationError,
+    LocationError,
+    NotFoundError,
+    SearchIndexError,
+    StoreError,
+)
 from chatmem.redact import mask_url
 from chatmem.store.core import Store
+from chatmem.store.engine import REINDEX_HINT
 from chatmem.store.records import (
     MAX_CONTENT_CHARS,
     ROLES,
     STATUSES,
     TOKEN_COUNT_SETTINGS,
     ConversationInfo,
+    IndexRebuild,
     LoadedConversation,
     SearchHit,
     StoredMessage,
     StoredSummary,
     clean_settings,
 )
-from chatmem.store.schema import MIGRATIONS, SCHEMA_VERSION, TABLE_NAMES
+from chatmem.store.schema import MIGRATIONS, PG_INDEXED_CHARS, SCHEMA_VERSION, TABLE_NAMES
 from chatmem.store.search import EMBEDDING_MAX_DIMS
 from chatmem.store.urls import DEFAULT_URL, check_database_url, resolve_database_url
 from chatmem.store.validate import (
@@ -70,6 +79,8 @@ __all__ = [
     "MAX_IMPORT_MESSAGES",
     "MAX_IMPORT_SUMMARIES",
     "MIGRATIONS",
+    "PG_INDEXED_CHARS",
+    "REINDEX_HINT",
     "ROLES",
     "SCHEMA_VERSION",
     "STATUSES",
@@ -77,9 +88,12 @@ __all__ = [
     "TOKEN_COUNT_SETTINGS",
     "ConversationInfo",
     "ImportValidationError",
+    "IndexRebuild",
     "LoadedConversation",
+    "LocationError",
     "NotFoundError",
     "SearchHit",
+    "SearchIndexError",
     "Store",
     "StoreError",
     "StoredMessage",

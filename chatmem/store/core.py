@@ -8,23 +8,30 @@ The other methods keep their bodies in ``messages.py`` (writing messages), ``his
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import threading
 import uuid
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager as ContextManager
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
-from chatmem.errors import StoreError
+from chatmem.errors import LocationError, SearchIndexError, StoreError
 from chatmem.events import Event
 from chatmem.redact import mask_url
 from chatmem.store import history, search, transfer
 from chatmem.store import messages as message_writes
-from chatmem.store.engine import create_engine, recorded_version, transaction
+from chatmem.store.engine import (
+    create_engine,
+    recorded_version,
+    transaction,
+)
 from chatmem.store.queries import (
     get_conversation,
     lock_conversation,
@@ -34,6 +41,7 @@ from chatmem.store.queries import (
 from chatmem.store.records import (
     MAX_TITLE_CHARS,
     ConversationInfo,
+    IndexRebuild,
     LoadedConversation,
     Role,
     SearchHit,
@@ -65,6 +73,9 @@ from chatmem.store.schema import (
 )
 from chatmem.store.urls import resolve_database_url
 
+log = logging.getLogger("chatmem.store")
+T = TypeVar("T")
+
 
 class Store:
     """Conversations, messages, summaries and events in SQLite or PostgreSQL.
@@ -72,6 +83,11 @@ class Store:
     Safe to share between threads (a pooled engine; every operation checks out its own
     connection) and between processes or app replicas (each write is one transaction; appends
     serialise per conversation). The schema is created or upgraded on open.
+
+    A damaged full-text index does not stop it: the first search or message write that finds
+    the damage rebuilds the index (once per ``Store``; ``rebuild_search_index``). If that
+    fails, messages are still written (the index is taken out of their way) and searches
+    raise ``SearchIndexError`` until a rebuild succeeds.
     """
 
     def __init__(self, url: str | None = None) -> None:
@@ -84,14 +100,28 @@ class Store:
         self._lock: ContextManager[Any] = (
             threading.RLock() if self._memory else contextlib.nullcontext()
         )
-        self._engine: Engine | None = create_engine(self._url)
+        self._repair_lock = threading.Lock()
+        self._repair_failed = False  # the automatic rebuild of the search index failed
+        self._engine: Engine | None = None
         try:
+            self._engine = create_engine(self._url)
             self._migrate()
+        except LocationError:
+            self.close()
+            raise  # one sentence already, without the path
         except StoreError as exc:
             self.close()
-            raise StoreError(
-                f"Could not open the {self.backend} database at {self.url}: {exc}"
-            ) from exc.__cause__
+            raise StoreError(f"Could not open the {self._shown_name}: {exc}") from exc.__cause__
+
+    @property
+    def _shown_name(self) -> str:
+        """The database in words for errors: a SQLite file by its name only (never the
+        server's folders), PostgreSQL by its URL with the password masked."""
+        if self.backend == "postgresql":
+            return f"postgresql database at {self.url}"
+        if self._memory:
+            return "in-memory SQLite database"
+        return f"SQLite database {Path(self._url.database or '').name}"
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -219,11 +249,15 @@ class Store:
     def delete_conversation(self, cid: str) -> bool:
         """Delete the conversation and (cascading) all its messages, summaries and events.
         Returns False if there was no such conversation."""
-        with self._tx(write=True) as conn:
-            result = conn.execute(
-                conversations_table.delete().where(conversations_table.c.id == cid)
-            )
-            return result.rowcount > 0
+
+        def delete() -> bool:
+            with self._tx(write=True) as conn:
+                result = conn.execute(
+                    conversations_table.delete().where(conversations_table.c.id == cid)
+                )
+                return result.rowcount > 0
+
+        return self._indexed(delete)
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -245,7 +279,7 @@ class Store:
         seq, up to ``messages.APPEND_ATTEMPTS`` times, then raises ``StoreError``.
         """
         row = message_values(role, content, tokens=tokens, name=name, status=status, usage=usage)
-        return message_writes.append_message(self, cid, row)
+        return self._indexed(lambda: message_writes.append_message(self, cid, dict(row)))
 
     @staticmethod
     def _next_seq(conn: Connection, cid: str) -> int:
@@ -261,7 +295,8 @@ class Store:
         goes through the same tables and constraints. Seqs continue from the current maximum.
         Returns how many messages were written.
         """
-        return message_writes.bulk_append(self, cid, items)
+        listed = list(items)
+        return self._indexed(lambda: message_writes.bulk_append(self, cid, listed))
 
     def update_message(
         self,
@@ -274,8 +309,10 @@ class Store:
     ) -> StoredMessage:
         """Change a stored message, e.g. finish a streamed reply written as 'incomplete'.
         Fields left as None are unchanged."""
-        return message_writes.update_message(
-            self, message_id, content=content, status=status, usage=usage, tokens=tokens
+        return self._indexed(
+            lambda: message_writes.update_message(
+                self, message_id, content=content, status=status, usage=usage, tokens=tokens
+            )
         )
 
     def messages(
@@ -327,7 +364,94 @@ class Store:
         Scores are only comparable within one backend. An empty or all-stopword query returns
         [] without touching the database; an unknown conversation returns [].
         """
-        return search.search_messages(self, cid, query, before_seq=before_seq, limit=limit)
+        return self._indexed(
+            lambda: search.search_messages(self, cid, query, before_seq=before_seq, limit=limit),
+            write=False,
+        )
+
+    # -- the full-text index -----------------------------------------------------------------
+
+    def rebuild_search_index(
+        self, progress: Callable[[int, int], object] | None = None
+    ) -> IndexRebuild:
+        """Build the full-text index of message content again, from the messages.
+
+        SQLite: the FTS5 table and its triggers are made anew (whatever state the old ones are
+        in) and every message is indexed, conversation by conversation, calling
+        ``progress(done, total)`` after each; PostgreSQL: ``REINDEX`` of the GIN index
+        (created if it is missing), with ``progress(0, total)`` and ``progress(total, total)``.
+        One write transaction: other writers wait, and a failure changes nothing. Raises
+        ``StoreError``; returns how many messages and conversations were indexed.
+        """
+        result = search.rebuild_index(self, progress)
+        self._repair_failed = False
+        return result
+
+    def _indexed(self, operation: Callable[[], T], *, write: bool = True, retry: bool = True) -> T:
+        """Run ``operation`` (it reads or writes the full-text index); if it finds the index
+        damaged, rebuild it and run it again (unless ``retry`` is False). When the rebuild
+        fails, a write still runs (the index is taken out of its way), a search raises
+        ``SearchIndexError``."""
+        try:
+            return operation()
+        except SearchIndexError as exc:
+            damage = exc
+        except StoreError as exc:
+            # A driver error that does not name the index (FTS5 says "SQL logic error" when
+            # one of its tables is gone): the index is to blame if a part of it is missing.
+            if not isinstance(exc.__cause__, sa_exc.DBAPIError) or not self._index_broken():
+                raise
+            damage = SearchIndexError()
+            damage.__cause__ = exc.__cause__
+        except MemoryError as exc:
+            # SQLite says "out of memory" (Python: MemoryError) when a damaged FTS5 record
+            # asks for an absurd allocation; only the index holds such records.
+            if self.backend != "sqlite":
+                raise
+            damage = SearchIndexError()
+            damage.__cause__ = exc
+        repaired = self._repair_search_index(damage)
+        if retry and (repaired or write):
+            return operation()
+        raise damage
+
+    def _index_broken(self) -> bool:
+        try:
+            return search.index_parts_missing(self)
+        except StoreError:
+            return False
+
+    def _repair_search_index(self, damage: SearchIndexError) -> bool:
+        """Rebuild a damaged index: True once it works again. Attempted once per Store; if it
+        fails, the index is detached (``search.detach_index``) so writes go on."""
+        with self._repair_lock:
+            if self._repair_failed:
+                return False
+            cause = damage.__cause__
+            detail = getattr(cause, "orig", None) or cause or damage
+            if isinstance(detail, MemoryError):
+                detail = "out of memory"
+            log.warning("the full-text search index is damaged (%s); rebuilding it", detail)
+            try:
+                result = search.rebuild_index(self, None)
+            except (StoreError, MemoryError) as exc:
+                self._repair_failed = True
+                log.error(
+                    "could not rebuild the full-text search index (%s): search is off until "
+                    "`python -m chatmem --reindex` succeeds",
+                    exc,
+                )
+                try:
+                    search.detach_index(self)
+                except (StoreError, MemoryError) as detach_error:
+                    log.error("could not detach the damaged search index: %s", detach_error)
+                return False
+            log.warning(
+                "rebuilt the full-text search index: %d messages in %d conversations",
+                result.messages,
+                result.conversations,
+            )
+            return True
 
     def messages_at(self, cid: str, seqs: Iterable[int]) -> list[StoredMessage]:
         """The conversation's messages with these seqs (those that exist), oldest first."""
@@ -417,4 +541,20 @@ class Store:
         ``ImportValidationError`` naming where it is. Then everything is written in one
         transaction, so a failure leaves the database unchanged.
         """
-        return transfer.import_json(self, data, owner)
+        stream: Any = data if hasattr(data, "read") else None
+        start = stream.tell() if stream is not None and _seekable(stream) else None
+
+        def write() -> ConversationInfo:
+            if start is not None:
+                stream.seek(start)
+            return transfer.import_json(self, data, owner)
+
+        # A file that cannot be rewound is read once: after a repair it is not read again.
+        return self._indexed(write, retry=stream is None or start is not None)
+
+
+def _seekable(stream: Any) -> bool:
+    try:
+        return bool(stream.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False

@@ -1,12 +1,17 @@
 """Connections: the SQLAlchemy engine per backend, SQLite's WAL and locking, transactions.
 
 Every store operation runs in one :func:`transaction`; driver errors come out of it as
-``StoreError`` with the driver's message (never the URL's password).
+``StoreError`` with the driver's message (never the URL's password, never a file path):
+a damaged full-text index as :class:`SearchIndexError`, a SQLite file that cannot be written
+(read-only folder or file, a path through a file) as one sentence saying what to do.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -19,7 +24,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import StaticPool
 
-from chatmem.errors import StoreError
+from chatmem.errors import LocationError, SearchIndexError, StoreError
 from chatmem.store.schema import max_version
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
@@ -30,10 +35,73 @@ class _UniqueViolation(StoreError):
     """Internal: a UNIQUE constraint rejected a write (two writers took the same seq)."""
 
 
+REINDEX_HINT: Final = "run `python -m chatmem --reindex` to rebuild it"
+# SQLite names the FTS5 table (or says "fts5") in the errors of a damaged or missing index;
+# SQLITE_CORRUPT_VTAB is corruption inside a virtual table, and messages_fts is the only one.
+_SQLITE_INDEX_ERROR = re.compile(r"messages_fts|fts5", re.IGNORECASE)
+# PostgreSQL: data_corrupted, index_corrupted (naming the full-text index).
+_PG_CORRUPTION = ("XX001", "XX002")
+_PG_INDEX_NAME = "ix_messages_content_fts"
+# What SQLite says when it cannot create, open or write the file.
+_SQLITE_ACCESS_ERRORS = (
+    "unable to open database file",
+    "attempt to write a readonly database",
+    "readonly database",
+    "disk i/o error",
+)
+
+
 def _driver_message(exc: sa_exc.SQLAlchemyError) -> str:
     original = getattr(exc, "orig", None) or exc
     message = " ".join(str(original).split())
     return message if len(message) <= 300 else message[:297] + "..."
+
+
+def is_search_index_damage(exc: BaseException) -> bool:
+    """Whether a driver error says the full-text index is damaged or missing."""
+    original = getattr(exc, "orig", None) or exc
+    if isinstance(original, sqlite3.Error):
+        name = getattr(original, "sqlite_errorname", "")
+        return name == "SQLITE_CORRUPT_VTAB" or bool(_SQLITE_INDEX_ERROR.search(str(original)))
+    sqlstate = getattr(original, "sqlstate", None)
+    return sqlstate in _PG_CORRUPTION and _PG_INDEX_NAME in str(original)
+
+
+def sqlite_location_problem(database: str) -> str | None:
+    """Why the SQLite file ``database`` cannot be created or written, in words (no path),
+    or None if its folder and file look writable."""
+    path = Path(database)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the nearest folder that exists (the rest is to be created)
+    if not folder.is_dir():
+        return "part of its path is a file, not a folder"
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        return "the database file is read-only"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "the folder is read-only"
+    return None
+
+
+def _location_error(problem: str) -> LocationError:
+    return LocationError(
+        f"chatmem cannot write its database: {problem}. "
+        "Set CHATMEM_DATABASE_URL to a writable location."
+    )
+
+
+def _sqlite_access_error(engine: Engine, exc: sa_exc.SQLAlchemyError) -> LocationError | None:
+    """A :class:`LocationError` for a SQLite file that cannot be opened or written."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    message = str(getattr(exc, "orig", None) or exc).lower()
+    if not any(text in message for text in _SQLITE_ACCESS_ERRORS):
+        return None
+    problem = sqlite_location_problem(database)
+    if problem is None and "unable to open" in message:
+        problem = "the database file could not be opened"
+    return _location_error(problem) if problem else None
 
 
 def _is_unique_violation(exc: sa_exc.IntegrityError) -> bool:
@@ -80,7 +148,17 @@ def create_engine(url: URL) -> Engine:
         )
     else:
         assert url.database is not None
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            problem = sqlite_location_problem(url.database)
+            if problem is None:
+                reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+                if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                    problem = "the folder is read-only"
+                else:
+                    problem = f"its folder could not be created ({reason.lower()})"
+            raise _location_error(problem) from None
         engine = sa.create_engine(
             url,
             connect_args={
@@ -143,7 +221,17 @@ def transaction(
                 raise _UniqueViolation(_driver_message(exc)) from exc
             raise StoreError(f"the database rejected the write: {_driver_message(exc)}") from exc
         except sa_exc.SQLAlchemyError as exc:
-            raise StoreError(f"{backend} error: {_driver_message(exc)}") from exc
+            raise translate(engine, exc) from exc
+
+
+def translate(engine: Engine, exc: sa_exc.SQLAlchemyError) -> StoreError:
+    """The StoreError a driver error becomes: the index's, the file's, or the driver's words."""
+    if is_search_index_damage(exc):
+        return SearchIndexError()
+    located = _sqlite_access_error(engine, exc)
+    if located is not None:
+        return located
+    return StoreError(f"{engine.dialect.name} error: {_driver_message(exc)}")
 
 
 def recorded_version(engine: Engine, lock: contextlib.AbstractContextManager[Any]) -> int | None:
@@ -158,4 +246,4 @@ def recorded_version(engine: Engine, lock: contextlib.AbstractContextManager[Any
                     return None
                 raise
     except sa_exc.SQLAlchemyError as exc:
-        raise StoreError(_driver_message(exc)) from exc
+        raise (_sqlite_access_error(engine, exc) or StoreError(_driver_message(exc))) from exc

@@ -92,6 +92,15 @@ class SearchHit:
 
 
 @dataclass(frozen=True, slots=True)
+class IndexRebuild:
+    """What ``Store.rebuild_search_index`` did: the messages indexed again, in how many
+    conversations."""
+
+    conversations: int
+    messages: int
+
+
+@dataclass(frozen=True, slots=True)
 class LoadedConversation:
     """What a session needs to resume, read without touching the folded history.
 

@@ -9,8 +9,9 @@ Layout of the data:
 - ``events``: what the memory did (fold, trim, error...), for the inspector.
 - ``schema_version``: one row per applied migration (see ``MIGRATIONS``).
 - Full-text index of message content for ``search_messages`` (migration 3): on SQLite the FTS5
-  table ``messages_fts``, kept in sync by triggers on ``messages``; on PostgreSQL a GIN index
-  on ``to_tsvector('english', content)``.
+  table ``messages_fts``, kept in sync by triggers on ``messages``; on PostgreSQL a GIN index,
+  since migration 5 on ``to_tsvector('english', left(content, PG_INDEXED_CHARS))`` (the head
+  of a message that fits PostgreSQL's 1 MB tsvector limit; migration 3 indexed all of it).
 - ``embeddings`` (migration 4): one vector per message and embedding model, for hybrid recall
   (``add_embeddings``, ``embeddings``): float32 little-endian bytes, the same on both backends.
 
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
 from chatmem.errors import StoreError
@@ -35,6 +37,7 @@ from chatmem.store.records import now
 log = logging.getLogger("chatmem.store")
 
 _PG_MIGRATION_LOCK: Final = 0x63686D656D  # "chmem": pg_advisory_xact_lock key for migrations
+_PG_PROGRAM_LIMIT_EXCEEDED: Final = "54000"  # e.g. "string is too long for tsvector"
 
 # --------------------------------------------------------------------------------------------
 # Query-side table descriptions
@@ -266,10 +269,38 @@ _V3_POSTGRES_DDL = (
 )
 
 
+SQLITE_SEARCH_TABLE: Final = "messages_fts"
+SQLITE_SEARCH_TRIGGERS: Final = (
+    "messages_fts_insert",
+    "messages_fts_delete",
+    "messages_fts_update",
+)
+
+
+def sqlite_search_index_ddl() -> tuple[str, ...]:
+    """Migration 3's FTS5 table and triggers, without its backfill: what a rebuild of the
+    index (``search.rebuild_index``) creates again before filling it."""
+    return _V3_SQLITE_DDL[:-1]
+
+
 def _v3_search_index(conn: Connection, backend: str) -> None:
     # No placeholders: the FTS5 statements are run as written.
-    for statement in _V3_SQLITE_DDL if backend == "sqlite" else _V3_POSTGRES_DDL:
-        conn.exec_driver_sql(statement)
+    if backend == "sqlite":
+        for statement in _V3_SQLITE_DDL:
+            conn.exec_driver_sql(statement)
+        return
+    # A database still at version 2 may hold a message too long for a whole-text tsvector
+    # (nothing indexed it then): this index cannot be built over it. Migration 5, applied
+    # right after, replaces it with one that fits, so the upgrade leaves it out, not fails.
+    create, analyze = _V3_POSTGRES_DDL
+    try:
+        with conn.begin_nested():
+            conn.exec_driver_sql(create)
+    except sa_exc.DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != _PG_PROGRAM_LIMIT_EXCEEDED:
+            raise
+        log.warning("schema version 3: a message is too long for this index; version 5 has one")
+    conn.exec_driver_sql(analyze)
 
 
 # Version 4: message embeddings for hybrid recall (``add_embeddings``, ``embeddings``).
@@ -302,6 +333,37 @@ def _v4_embeddings(conn: Connection, backend: str) -> None:
     _run(conn, _V4_DDL, blob=_BLOB[backend])
 
 
+# Version 5: PostgreSQL indexes the head of each message (SQLite: nothing to do).
+#
+# A tsvector holds at most 1 MB (MAXSTRPOS) of lexemes with their positions, so
+# ``to_tsvector('english', content)`` raised "string is too long for tsvector" for a long
+# message of distinct words (1 M characters, which SQLite and the importer accept) and the
+# index refused the row. The tsvector takes at most about 8 bytes per character of text (a
+# hyphenated word of 4-byte characters is indexed whole and in parts; each lexeme costs its
+# bytes, 2-byte alignment, a position count and a position), so the first 100,000 characters
+# always fit (<= 800 kB); the rest of a longer message is stored and shown, not searched.
+# The search repeats this exact expression (``PG_SEARCH_VECTOR``) so the planner uses the index.
+PG_INDEXED_CHARS: Final = 100_000
+"""Characters at the start of a message that PostgreSQL's full-text index covers."""
+PG_SEARCH_INDEX: Final = "ix_messages_content_fts_head"
+PG_SEARCH_VECTOR: Final = f"to_tsvector('english', left({{column}}, {PG_INDEXED_CHARS}))"
+"""The indexed expression; ``{column}`` is the content column as the statement names it."""
+
+_V5_POSTGRES_DDL = (
+    f"""
+    CREATE INDEX IF NOT EXISTS {PG_SEARCH_INDEX}
+        ON messages USING gin ({PG_SEARCH_VECTOR.format(column="content")})""",
+    "DROP INDEX IF EXISTS ix_messages_content_fts",
+    "ANALYZE messages",
+)
+
+
+def _v5_bounded_search_index(conn: Connection, backend: str) -> None:
+    if backend == "postgresql":
+        for statement in _V5_POSTGRES_DDL:
+            conn.exec_driver_sql(statement)
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema step. ``apply(conn, backend)`` must be idempotent (IF NOT EXISTS...)."""
@@ -317,6 +379,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(2, "index conversations by owner and recency", _v2_owner_index),
     Migration(3, "full-text index of message content", _v3_search_index),
     Migration(4, "message embeddings for hybrid recall", _v4_embeddings),
+    Migration(5, "full-text index of the first 100,000 characters", _v5_bounded_search_index),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 

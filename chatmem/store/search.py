@@ -1,7 +1,9 @@
-"""Finding messages: full-text search (SQL per backend) and the stored embedding vectors.
+"""Finding messages: full-text search (SQL per backend), rebuilding its index, and the stored
+embedding vectors.
 
-The bodies of ``Store.search_messages``, ``Store.add_embeddings`` and ``Store.embeddings``;
-the methods' docstrings describe the behaviour.
+The bodies of ``Store.search_messages``, ``Store.rebuild_search_index``,
+``Store.add_embeddings`` and ``Store.embeddings``; the methods' docstrings describe the
+behaviour.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import math
 import re
 import sys
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Connection
 
 from chatmem.errors import StoreError
 from chatmem.store.queries import require_conversation, seq_chunks
@@ -24,6 +28,7 @@ from chatmem.store.records import (
     MAX_CONTENT_CHARS,
     MAX_NAME_CHARS,
     MAX_TITLE_CHARS,
+    IndexRebuild,
     SearchHit,
     check,
     check_before_seq,
@@ -32,7 +37,15 @@ from chatmem.store.records import (
     now,
     text_problem,
 )
-from chatmem.store.schema import embeddings_table, messages_table
+from chatmem.store.schema import (
+    PG_SEARCH_INDEX,
+    PG_SEARCH_VECTOR,
+    SQLITE_SEARCH_TABLE,
+    SQLITE_SEARCH_TRIGGERS,
+    embeddings_table,
+    messages_table,
+    sqlite_search_index_ddl,
+)
 from chatmem.text import query_terms
 
 if TYPE_CHECKING:
@@ -60,17 +73,20 @@ _SQLITE_SEARCH = """
                 ORDER BY bm25_rank, m.seq DESC
                 LIMIT :limit"""
 
-# The query text is a bound parameter; ``to_tsvector('english', content)`` must be spelled
-# exactly as in the index (ix_messages_content_fts) for it to be used.
-_POSTGRES_SEARCH = """
+# The query text is a bound parameter; the tsvector must be spelled exactly as in the index
+# (``schema.PG_SEARCH_VECTOR``, migration 5) for it to be used, and the rank reads the same
+# one (the whole text of a long message would not fit a tsvector).
+_PG_VECTOR = PG_SEARCH_VECTOR.format(column="m.content")
+_POSTGRES_SEARCH = (
+    """
                 SELECT m.seq, m.role, m.name, m.content,
-                       ts_rank_cd(to_tsvector('english', m.content),
-                                  to_tsquery('english', :tsquery), 1) AS pg_rank
+                       ts_rank_cd(VECTOR, to_tsquery('english', :tsquery), 1) AS pg_rank
                 FROM messages AS m
-                WHERE to_tsvector('english', m.content) @@ to_tsquery('english', :tsquery)
+                WHERE VECTOR @@ to_tsquery('english', :tsquery)
                   AND m.conversation_id = :cid AND m.status = 'ok' {seq_filter}
                 ORDER BY pg_rank DESC, m.seq DESC
                 LIMIT :limit"""
+).replace("VECTOR", _PG_VECTOR)
 
 
 def _sqlite_match(cid: str, terms: list[str]) -> str:
@@ -117,6 +133,157 @@ def search_messages(
         SearchHit(seq=seq, role=role, name=name, content=content, score=sign * float(rank))
         for seq, role, name, content, rank in rows
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# Rebuilding the index
+# --------------------------------------------------------------------------------------------
+
+Progress = Callable[[int, int], object]
+"""``progress(done, total)``: conversations indexed so far, of how many."""
+
+_BLANK_FTS = "chatmem_fts_blank"  # a temporary FTS5 table: what an empty index holds
+_FTS_SHADOWS = ("data", "idx", "docsize", "config", "content")  # FTS5's own tables
+_FTS_NEEDED = ("data", "idx", "docsize", "config")  # those of an external-content table
+_SQLITE_FILL = """
+    INSERT INTO messages_fts (rowid, conversation_id, content)
+        SELECT id, conversation_id, content FROM messages
+        WHERE conversation_id = :cid ORDER BY id"""
+
+
+def rebuild_index(store: Store, progress: Progress | None) -> IndexRebuild:
+    """The body of ``Store.rebuild_search_index``."""
+    if store.backend == "sqlite":
+        return _rebuild_sqlite(store, progress)
+    return _rebuild_postgres(store, progress)
+
+
+def detach_index(store: Store) -> None:
+    """Take a damaged index out of the write path, so messages can still be written.
+
+    SQLite: drop the triggers that keep the FTS5 table in sync (and the table, if it can be
+    dropped); searches then fail with ``SearchIndexError`` until a rebuild. PostgreSQL: drop
+    the GIN index; searches then read the conversation's rows without it.
+    """
+    with store._tx(write=True) as conn:
+        if store.backend == "sqlite":
+            for trigger in SQLITE_SEARCH_TRIGGERS:
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger}")
+            _try(conn, f"DROP TABLE IF EXISTS {SQLITE_SEARCH_TABLE}")
+        else:
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {PG_SEARCH_INDEX}")
+
+
+def index_parts_missing(store: Store) -> bool:
+    """SQLite: whether the FTS5 table or one of its own tables is gone. FTS5 then fails with
+    a bare "SQL logic error" that does not name the index."""
+    if store.backend != "sqlite":
+        return False
+    with store._tx(write=False) as conn:
+        names = _index_tables(conn)
+    needed = {SQLITE_SEARCH_TABLE, *(f"{SQLITE_SEARCH_TABLE}_{s}" for s in _FTS_NEEDED)}
+    return not needed <= names
+
+
+def _index_tables(conn: Connection) -> set[str]:
+    """The names of the FTS5 table and of its own tables that the schema lists."""
+    return set(
+        conn.scalars(
+            sa.text("SELECT name FROM sqlite_schema WHERE name = :table OR name GLOB :shadows"),
+            {"table": SQLITE_SEARCH_TABLE, "shadows": f"{SQLITE_SEARCH_TABLE}_*"},
+        )
+    )
+
+
+def _try(conn: Connection, statement: str) -> bool:
+    """Run ``statement`` in a savepoint; False (and nothing changed) if the driver refused."""
+    try:
+        with conn.begin_nested():
+            conn.exec_driver_sql(statement)
+    except (sa_exc.DBAPIError, MemoryError):  # SQLite: "out of memory" from a damaged record
+        return False
+    return True
+
+
+def _rebuild_sqlite(store: Store, progress: Progress | None) -> IndexRebuild:
+    """Make the FTS5 table and its triggers anew, then index every message, conversation by
+    conversation, in one write transaction (a failure leaves the database as it was)."""
+    m = messages_table
+    with store._tx(write=True) as conn:
+        _reset_sqlite_index(conn)
+        by_conversation = sa.select(m.c.conversation_id).distinct().order_by(m.c.conversation_id)
+        cids = list(conn.scalars(by_conversation))
+        for done, cid in enumerate(cids, start=1):
+            conn.execute(sa.text(_SQLITE_FILL), {"cid": cid})
+            if progress is not None:
+                progress(done, len(cids))
+        messages = int(conn.scalar(sa.select(sa.func.count()).select_from(m)) or 0)
+    return IndexRebuild(conversations=len(cids), messages=messages)
+
+
+def _reset_sqlite_index(conn: Connection) -> None:
+    """Leave an empty, working FTS5 table and its triggers, whatever state the old one is in.
+
+    A table FTS5 can still open is dropped (with its own tables). One it cannot open (its
+    structure record or configuration damaged, one of its tables gone) cannot be dropped
+    either: its own tables are then given the contents of a new, empty FTS5 table (and
+    created if missing), which FTS5 opens as an empty index.
+    """
+    names = set(
+        conn.scalars(
+            sa.text("SELECT name FROM sqlite_schema WHERE name = :table OR name GLOB :shadows"),
+            {"table": SQLITE_SEARCH_TABLE, "shadows": f"{SQLITE_SEARCH_TABLE}_*"},
+        )
+    )
+    for trigger in SQLITE_SEARCH_TRIGGERS:
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger}")
+    if SQLITE_SEARCH_TABLE in names:
+        if not _try(conn, f"DROP TABLE {SQLITE_SEARCH_TABLE}"):
+            _blank_shadow_tables(conn, names)
+    else:  # its own tables left behind without it would block CREATE VIRTUAL TABLE
+        for suffix in _FTS_SHADOWS:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {SQLITE_SEARCH_TABLE}_{suffix}")
+    for statement in sqlite_search_index_ddl():
+        conn.exec_driver_sql(statement)
+
+
+def _blank_shadow_tables(conn: Connection, names: set[str]) -> None:
+    create = sqlite_search_index_ddl()[0]
+    head = f"CREATE VIRTUAL TABLE IF NOT EXISTS {SQLITE_SEARCH_TABLE} USING"
+    assert head in create, create
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{_BLANK_FTS}")
+    conn.exec_driver_sql(create.replace(head, f"CREATE VIRTUAL TABLE temp.{_BLANK_FTS} USING"))
+    for suffix in _FTS_SHADOWS:
+        blank, ours = f"{_BLANK_FTS}_{suffix}", f"{SQLITE_SEARCH_TABLE}_{suffix}"
+        ddl = conn.scalar(
+            sa.text("SELECT sql FROM temp.sqlite_schema WHERE name = :name"), {"name": blank}
+        )
+        if ddl is None:
+            continue  # a table this kind of FTS5 index does not have
+        if ours not in names:
+            conn.exec_driver_sql(ddl.replace(f"'{blank}'", f"main.'{ours}'"))
+        conn.exec_driver_sql(f"DELETE FROM main.{ours}")
+        conn.exec_driver_sql(f"INSERT INTO main.{ours} SELECT * FROM temp.{blank}")
+    conn.exec_driver_sql(f"DROP TABLE temp.{_BLANK_FTS}")
+
+
+def _rebuild_postgres(store: Store, progress: Progress | None) -> IndexRebuild:
+    """REINDEX the GIN index (created first if it was dropped)."""
+    m = messages_table
+    with store._tx(write=True) as conn:
+        cids = int(conn.scalar(sa.select(sa.func.count(sa.distinct(m.c.conversation_id)))) or 0)
+        messages = int(conn.scalar(sa.select(sa.func.count()).select_from(m)) or 0)
+        if progress is not None:
+            progress(0, cids)
+        exists = conn.scalar(sa.text("SELECT to_regclass(:name)"), {"name": PG_SEARCH_INDEX})
+        if exists is None:
+            vector = PG_SEARCH_VECTOR.format(column="content")
+            conn.exec_driver_sql(f"CREATE INDEX {PG_SEARCH_INDEX} ON messages USING gin ({vector})")
+        else:
+            conn.exec_driver_sql(f"REINDEX INDEX {PG_SEARCH_INDEX}")
+        if progress is not None:
+            progress(cids, cids)
+    return IndexRebuild(conversations=cids, messages=messages)
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from chatmem.config import KEEP_RECENT_RANGE, MAX_TOKENS_MIN
-from chatmem.errors import ContextOverflow
+from chatmem.errors import ContextOverflow, StoreError
 from chatmem.events import EventKind
 from chatmem.ui.charts import GAUGE_COLOR_NAMES, WARN_AT, budget_share, gauge_html, segments
 from chatmem.ui.state import (
@@ -27,7 +27,11 @@ from chatmem.ui.state import (
 from chatmem.ui.text import ago, clock, safe_markdown
 
 POLL_SECONDS = 1.0
-TOAST_ICONS = {EventKind.FOLD: ":material/compress:", EventKind.FOLD_FAILED: ":material/warning:"}
+TOAST_ICONS = {
+    EventKind.FOLD: ":material/compress:",
+    EventKind.FOLD_FAILED: ":material/warning:",
+    EventKind.RECALL_UNAVAILABLE: ":material/search_off:",
+}
 LOCAL_ADDRESSES = ("localhost", "127.0.0.1", "::1")
 LOCAL_MODE = "Local mode: no sign-in; serving on localhost only"
 
@@ -71,6 +75,12 @@ def _gauge(sess: ChatSession) -> None:
             context = bot.next_request()
         except ContextOverflow as exc:
             st.warning(str(exc), icon=":material/warning:")
+            return
+        except StoreError as exc:  # the chat below still works; only the gauge is missing
+            st.warning(
+                shown(f"The next request could not be measured: {exc}", bot),
+                icon=":material/warning:",
+            )
             return
         budget = context.budget
         share = budget_share(budget)
@@ -173,6 +183,9 @@ def _settings(sess: ChatSession) -> None:
         help="Bring back older messages that matter to the one you send (found by their "
         "words), within a share of the budget. The inspector shows what was recalled and why.",
     )
+    unavailable = bot.recall_unavailable
+    if unavailable and bot.recall:
+        st.warning(shown(unavailable, bot), icon=":material/search_off:")
     if sess.settings_notice:
         st.warning(sess.settings_notice, icon=":material/warning:")
         sess.settings_notice = None
