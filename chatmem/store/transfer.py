@@ -34,16 +34,14 @@ from chatmem.store.schema import (
     messages_table,
     summaries_table,
 )
-from chatmem.store.validate import (
-    EXPORT_FORMAT,
-    EXPORT_VERSION,
+from chatmem.store.stream import (
     ImportData,
     check_import,
     import_rows,
     import_source,
     is_serialized,
-    validate_import,
 )
+from chatmem.store.validate import EXPORT_FORMAT, EXPORT_VERSION, validate_import
 
 if TYPE_CHECKING:
     from chatmem.store.core import Store
@@ -155,7 +153,7 @@ def import_json(
     """The body of ``Store.import_json``.
 
     A file (bytes, str or a binary file object) is read as a stream and checked in full first
-    (:func:`~chatmem.store.validate.check_import`: refused at the first problem, before any
+    (:func:`~chatmem.store.stream.check_import`: refused at the first problem, before any
     transaction); then one transaction writes its rows in batches, as kept by the check or,
     for a large file, read again. A parsed document (a dict) is checked in full, then written
     in one transaction.

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from chatmem import ChatMemory, OpenAIChat, Settings
 from chatmem import store as store_module
 from chatmem.events import Event, EventKind
-from chatmem.store import ImportValidationError, Store, queries, transfer, validate
+from chatmem.store import ImportValidationError, Store, queries, stream, transfer, validate
 
 
 def valid_doc() -> dict[str, Any]:
@@ -404,13 +404,13 @@ def test_rows_too_large_to_keep_are_read_again_in_the_transaction(
     seeded: Store, db_counts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = many_messages(12_000)
-    with validate.import_source(data) as source:
-        assert validate.check_import(source).rows is not None  # small: kept, read once
-    monkeypatch.setattr(validate, "_KEEP_ROWS_BYTES", 100_000)
-    with validate.import_source(data) as source:
-        plan = validate.check_import(source)
+    with stream.import_source(data) as source:
+        assert stream.check_import(source).rows is not None  # small: kept, read once
+    monkeypatch.setattr(stream, "_KEEP_ROWS_BYTES", 100_000)
+    with stream.import_source(data) as source:
+        plan = stream.check_import(source)
         assert plan.rows is None and plan.messages == 12_000
-        again = list(validate.import_rows(source, plan))  # the second reading
+        again = list(stream.import_rows(source, plan))  # the second reading
     assert [row["seq"] for _, row in again] == list(range(1, 12_001))
     before = db_counts(seeded)
     info = seeded.import_json(io.BytesIO(data))  # type: ignore[arg-type]
@@ -512,20 +512,20 @@ def test_a_long_number_across_two_reads_is_caught(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backends: list[str] = []
-    get_backend = validate.ijson.get_backend
+    get_backend = stream.ijson.get_backend
 
     def spy(name: str) -> Any:
         backends.append(name)
         return get_backend(name)
 
-    monkeypatch.setattr(validate.ijson, "get_backend", spy)
+    monkeypatch.setattr(stream.ijson, "get_backend", spy)
     number = '"tokens": 7' + "0" * 5_000
     text = json.dumps(valid_doc()).replace('"tokens": 7', number)
     shift = 64 * 1024 - 2_500 - text.index(number)  # the digits straddle the first 64 KB read
     text = text.replace("Hi, I'm Sam.", "Hi, I'm Sam." + "x" * shift)
     with pytest.raises(ImportValidationError, match=r"Exceeds the limit \(4300 digits"):
         store.import_json(io.BytesIO(text.encode()))  # type: ignore[arg-type]
-    assert backends[0] == validate._FAST_BACKEND  # the C backend, here
+    assert backends[0] == stream._FAST_BACKEND  # the C backend, here
     assert backends[1:] == ["python"] * (len(backends) - 1)  # read again exactly, and located
 
 
@@ -541,7 +541,7 @@ def test_file_kinds(store: Store) -> None:
 @pytest.mark.parametrize("kind", [CountingFile, PipeFile])
 def test_file_too_large(store: Store, monkeypatch: pytest.MonkeyPatch, kind: type) -> None:
     data = json.dumps(valid_doc()).encode()
-    monkeypatch.setattr(validate, "MAX_IMPORT_BYTES", len(data) - 1)
+    monkeypatch.setattr(stream, "MAX_IMPORT_BYTES", len(data) - 1)
     with pytest.raises(ImportValidationError, match="file too large"):
         store.import_json(kind(data))  # type: ignore[arg-type]
     assert store.list_conversations() == []
@@ -729,9 +729,9 @@ def _parsed(text: str) -> tuple[dict[str, Any], list[Any]]:
 
 
 def _streamed(text: str) -> tuple[dict[str, Any], list[Any]]:
-    with validate.import_source(text) as source:
-        plan = validate.check_import(source)
-        return plan.conversation, list(validate.import_rows(source, plan))
+    with stream.import_source(text) as source:
+        plan = stream.check_import(source)
+        return plan.conversation, list(stream.import_rows(source, plan))
 
 
 @FUZZ
