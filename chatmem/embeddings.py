@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover - numpy comes with pandas
 
 from chatmem.config import DEFAULT_EMBEDDING_MODEL
 from chatmem.errors import EmbeddingError
-from chatmem.models import client_auth, describe_server, error_from_openai
+from chatmem.models import describe_server, error_from_openai, openai_client
 
 log = logging.getLogger(__name__)
 
@@ -90,22 +90,14 @@ class Embedder:
         max_retries: int = 2,
         batch_size: int = BATCH_SIZE,
     ) -> None:
-        import openai
-
         if not model or not model.strip():
             raise ValueError("The embedding model name is empty.")
-        base_url, headers = client_auth(api_key, base_url)  # as the chat model's client
+        # The same client as the chat model's: same key, URL credentials, timeout and retries.
+        self._client, base_url = openai_client(api_key, base_url, timeout, max_retries)
         self.name = model.strip()
         self.base_url = base_url
         self.timeout = timeout
         self.batch_size = max(1, int(batch_size))
-        self._client = openai.OpenAI(
-            api_key=api_key or "not-needed",
-            base_url=base_url,
-            timeout=timeout,
-            max_retries=max_retries,
-            default_headers=headers or None,
-        )
         self.where = describe_server(base_url)
         self.label = f"{self.name} at {self.where}" if base_url else f"{self.name} (OpenAI)"
         self.calls = 0  # requests sent (for tests and the inspector)

@@ -125,23 +125,36 @@ def describe_server(base_url: str | None) -> str:
     return "OpenAI" if not base_url else f"the server at {redact(base_url)}"
 
 
-def client_auth(api_key: str | None, base_url: str | None) -> tuple[str | None, dict[str, str]]:
-    """The base URL and extra headers to build an openai SDK client with, its credentials
-    registered for scrubbing (see :mod:`chatmem.redact`).
+def openai_client(
+    api_key: str | None, base_url: str | None, timeout: float, max_retries: int
+) -> tuple[Any, str | None]:
+    """An openai SDK client for ``base_url`` (None: OpenAI) and that URL without credentials.
 
-    A user name and password in ``base_url`` leave the URL and go out explicitly as HTTP Basic
-    auth (what httpx would do with them, but the password is then in no URL the SDK keeps,
-    logs or puts in an error). With an API key as well: a SettingsError, since the one
-    Authorization header cannot carry both (see :func:`chatmem.config.check_credentials`).
+    The credentials are registered for scrubbing (see :mod:`chatmem.redact`). A user name and
+    password in ``base_url`` leave the URL and go out explicitly as HTTP Basic auth (what httpx
+    would do with them, but the password is then in no URL the SDK keeps, logs or puts in an
+    error). With an API key as well: a SettingsError, since the one Authorization header cannot
+    carry both (see :func:`chatmem.config.check_credentials`). The chat models and the
+    embedder build their clients here, so they authenticate alike.
     """
+    import openai
+
     check_credentials(api_key, base_url)
     register(api_key, *url_secrets(base_url))
     credentials = url_credentials(base_url)
-    if base_url is None or credentials is None:
-        return base_url, {}
-    parts = urlsplit(base_url)
-    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-    return bare, {"Authorization": f"Basic {basic_token(*credentials)}"}
+    headers: dict[str, str] = {}
+    if base_url is not None and credentials is not None:
+        parts = urlsplit(base_url)
+        base_url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        headers["Authorization"] = f"Basic {basic_token(*credentials)}"
+    client = openai.OpenAI(
+        api_key=api_key or "not-needed",
+        base_url=base_url,
+        timeout=timeout,
+        max_retries=max_retries,
+        default_headers=headers or None,
+    )
+    return client, base_url
 
 
 def error_from_openai(exc: Exception, where: str, partial: str = "", model: str = "") -> ModelError:
@@ -239,18 +252,9 @@ class OpenAIChat:
         max_retries: int = 2,
         context_window: int | None = None,
     ) -> None:
-        import openai
-
-        base_url, headers = client_auth(api_key, base_url)
+        self._client, base_url = openai_client(api_key, base_url, timeout, max_retries)
         self.name = model
         self.base_url = base_url  # without a user name or password (sent as a header)
-        self._client = openai.OpenAI(
-            api_key=api_key or "not-needed",
-            base_url=base_url,
-            timeout=timeout,
-            max_retries=max_retries,
-            default_headers=headers or None,
-        )
         self.context_window = context_window or context_window_for(model) or DEFAULT_CONTEXT_WINDOW
         self.counter = counter_for_model(model)
         self.notice: str | None = None  # something the user should know at start

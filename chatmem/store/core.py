@@ -11,7 +11,6 @@ import contextlib
 import logging
 import re
 import threading
-import uuid
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager as ContextManager
@@ -34,6 +33,7 @@ from chatmem.store.engine import (
 )
 from chatmem.store.queries import (
     get_conversation,
+    insert_conversation,
     lock_conversation,
     seq_chunks,
     touch,
@@ -54,11 +54,9 @@ from chatmem.store.records import (
     clean_settings,
     clean_title,
     conversation_record,
-    loads,
     message_record,
     message_values,
     now,
-    parse_time,
     settings_json,
     short,
     text_problem,
@@ -187,20 +185,8 @@ class Store:
         if owner is not None:
             check(text_problem(owner, max_chars=MAX_TITLE_CHARS), "owner")
         created = now()
-        cid = uuid.uuid4().hex
         with self._tx(write=True) as conn:
-            conn.execute(
-                conversations_table.insert().values(
-                    id=cid,
-                    title=title,
-                    created_at=created,
-                    updated_at=created,
-                    settings=settings_text,
-                    owner=owner,
-                )
-            )
-        moment = parse_time(created)
-        return ConversationInfo(cid, title, moment, moment, loads(settings_text), owner)
+            return insert_conversation(conn, title, settings_text, owner, created, created)
 
     def get_conversation(self, cid: str) -> ConversationInfo | None:
         with self._tx(write=False) as conn:

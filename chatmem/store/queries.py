@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from chatmem.errors import NotFoundError
-from chatmem.store.records import ConversationInfo, conversation_record
+from chatmem.store.records import ConversationInfo, conversation_record, loads, parse_time
 from chatmem.store.schema import conversations_table, messages_table
 
 IN_CHUNK: Final = 500
@@ -42,6 +44,26 @@ def lock_conversation(conn: Connection, cid: str) -> None:
     ).first()
     if found is None:
         raise NotFoundError(f"no conversation with id {cid!r}")
+
+
+def insert_conversation(
+    conn: Connection, title: str, settings_text: str, owner: str | None, created_at: str, now: str
+) -> ConversationInfo:
+    """A new conversation row (a fresh uuid4 hex id), as written."""
+    info = ConversationInfo(
+        uuid.uuid4().hex, title, parse_time(created_at), parse_time(now), {}, owner
+    )
+    conn.execute(
+        conversations_table.insert().values(
+            id=info.id,
+            title=title,
+            created_at=created_at,
+            updated_at=now,
+            settings=settings_text,
+            owner=owner,
+        )
+    )
+    return replace(info, settings=loads(settings_text))
 
 
 def touch(conn: Connection, cid: str, now: str, **values: Any) -> None:

@@ -159,49 +159,38 @@ def dumps_or_none(value: Any) -> str | None:
 
 
 class Values:
-    """Attribute access over a dict, so freshly written rows convert like fetched ones."""
+    """A dict seen as a row (attributes and ``_mapping``), so freshly written rows convert
+    like fetched ones."""
 
     def __init__(self, **values: Any) -> None:
         self.__dict__.update(values)
+        self._mapping = values
+
+
+# A record's fields are named as its table's columns; only JSON and time columns convert.
 
 
 def conversation_record(row: Any) -> ConversationInfo:
     return ConversationInfo(
-        id=row.id,
-        title=row.title,
-        created_at=parse_time(row.created_at),
-        updated_at=parse_time(row.updated_at),
-        settings=loads(row.settings) or {},
-        owner=row.owner,
+        **{
+            **row._mapping,
+            "settings": loads(row.settings) or {},
+            "created_at": parse_time(row.created_at),
+            "updated_at": parse_time(row.updated_at),
+        }
     )
 
 
 def message_record(row: Any) -> StoredMessage:
-    return StoredMessage(
-        id=row.id,
-        conversation_id=row.conversation_id,
-        seq=row.seq,
-        role=row.role,
-        content=row.content,
-        name=row.name,
-        tokens=row.tokens,
-        status=row.status,
-        usage=loads(row.usage),
-        created_at=parse_time(row.created_at),
-    )
+    return StoredMessage(**_with_usage(row))
 
 
 def summary_record(row: Any) -> StoredSummary:
-    return StoredSummary(
-        id=row.id,
-        conversation_id=row.conversation_id,
-        text=row.text,
-        tokens=row.tokens,
-        covers_seq=row.covers_seq,
-        model=row.model,
-        usage=loads(row.usage),
-        created_at=parse_time(row.created_at),
-    )
+    return StoredSummary(**_with_usage(row))
+
+
+def _with_usage(row: Any) -> dict[str, Any]:
+    return {**row._mapping, "usage": loads(row.usage), "created_at": parse_time(row.created_at)}
 
 
 def event_record(row: Any) -> Event:

@@ -7,13 +7,17 @@ is read as a stream, so its memory is bounded by the import limits, not by the f
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 
-from chatmem.store.queries import get_conversation, insert_messages, require_conversation
+from chatmem.store.queries import (
+    get_conversation,
+    insert_conversation,
+    insert_messages,
+    require_conversation,
+)
 from chatmem.store.records import (
     MAX_TITLE_CHARS,
     ConversationInfo,
@@ -29,7 +33,6 @@ from chatmem.store.records import (
     text_problem,
 )
 from chatmem.store.schema import (
-    conversations_table,
     events_table,
     messages_table,
     summaries_table,
@@ -183,18 +186,16 @@ def _write(
     go in batches of ``_WRITE_BATCH``, summaries one at a time so their ids (the version
     order) follow the file."""
     created = now()
-    cid = uuid.uuid4().hex
     with store._tx(write=True) as conn:
-        conn.execute(
-            conversations_table.insert().values(
-                id=cid,
-                title=conv["title"],
-                created_at=conv["created_at"] or created,
-                updated_at=created,
-                settings=dumps(conv["settings"]),
-                owner=owner,
-            )
+        info = insert_conversation(
+            conn,
+            conv["title"],
+            dumps(conv["settings"]),
+            owner,
+            conv["created_at"] or created,
+            created,
         )
+        cid = info.id
         messages: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
         for kind, row in rows:
