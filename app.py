@@ -7,9 +7,9 @@ The pages live in ``pages/``.
 
 import streamlit as st
 
-from chatmem.ui import ensure_session, login_blocked, render_login_page, render_sidebar
+from chatmem.ui import APP_ICON, ensure_session, login_blocked, render_login_page, render_sidebar
 
-st.set_page_config(page_title="chatmem", page_icon=":material/memory:", layout="centered")
+st.set_page_config(page_title="chatmem", page_icon=APP_ICON, layout="centered")
 
 if login_blocked():
     # The navigation holds the login page only: no other page can be reached signed out.

@@ -3,6 +3,8 @@
 Only this package imports Streamlit; the rest of chatmem runs without it.
 """
 
+from pathlib import Path
+
 from chatmem.ui.auth import login_blocked, render_login_page
 from chatmem.ui.chat import render_chat_page
 from chatmem.ui.compare import render_compare_page
@@ -17,7 +19,11 @@ from chatmem.ui.state import (
     require_session,
 )
 
+# Shipped with the package: an icon *name* would make the browser fetch it from a font CDN.
+APP_ICON = str(Path(__file__).with_name("icon.png"))
+
 __all__ = [
+    "APP_ICON",
     "ChatSession",
     "create_session",
     "ensure_session",

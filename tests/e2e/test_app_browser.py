@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
@@ -340,3 +341,28 @@ def test_a_killed_server_loses_no_message(
     finally:
         context.close()
         first.stop()
+
+
+def test_no_page_makes_a_request_off_the_machine(browser: Browser, app_url: str) -> None:
+    """Offline users see no failed fetches: every request of every page stays on this host
+    (the page icon included, which Streamlit would fetch from a font CDN for an icon name)."""
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    context.set_default_timeout(20_000)
+    requested: list[str] = []
+    context.on("request", lambda request: requested.append(request.url))
+    tab = context.new_page()
+    try:
+        tab.goto(app_url)
+        wait_for_app(tab)
+        send(tab, "Hi, my name is Sam.")
+        for title in ("Inspector", "Conversations", "Compare"):
+            tab.get_by_role("link", name=title).click()
+            wait_for_app(tab)
+        tab.wait_for_load_state("networkidle")
+    finally:
+        context.close()
+    hosts = {urlsplit(url).hostname for url in requested if urlsplit(url).scheme != "data"}
+    assert len(requested) > 10  # the pages really loaded (scripts, styles, the websocket)
+    assert hosts <= {"localhost", "127.0.0.1"}, sorted(
+        url for url in requested if urlsplit(url).hostname not in {"localhost", "127.0.0.1"}
+    )
