@@ -75,40 +75,47 @@ def build_summary_model(settings: Settings, chat: ChatModel) -> ChatModel:
     )
 
 
-def assemble(
-    settings: Settings,
-    *,
-    model: str | ChatModel | None = None,
-    summary_model: ChatModel | None = None,
-    system: str | None = None,
-    max_tokens: int | None = None,
-    keep_recent: int | None = None,
-    summary_max_tokens: int | None = None,
-    reply_reserve: int | None = None,
-    fit: bool = False,
-) -> Setup:
-    """Resolve ``settings`` and overrides (None: take the setting) into a :class:`Setup`.
+@dataclass(frozen=True)
+class Overrides:
+    """What a caller sets over the settings for one session; None takes the setting.
+
+    The fields follow ``ChatMemory``'s arguments of the same names, in the same order.
+    """
+
+    system: str | None = None
+    max_tokens: int | None = None
+    keep_recent: int | None = None
+    model: str | ChatModel | None = None
+    summary_max_tokens: int | None = None
+    reply_reserve: int | None = None
+    summary_model: ChatModel | None = None
+
+    def value(self, settings: Settings, name: str) -> Any:
+        """The override called ``name``, or the setting of that name when it is None."""
+        mine = getattr(self, name)
+        return getattr(settings, name) if mine is None else mine
+
+
+def assemble(settings: Settings, overrides: Overrides | None = None, *, fit: bool = False) -> Setup:
+    """Resolve ``settings`` and ``overrides`` into a :class:`Setup`.
 
     Raises SettingsError (a ``ValueError``) with one sentence for a value out of bounds or a
     budget that cannot work with the model. With ``fit=True`` (the app, reopening saved
     conversations) a budget too large for the model's window, or a ``keep_recent`` out of
     bounds, is brought within reach instead, and :attr:`Setup.notes` says so.
     """
+    over = overrides or Overrides()
+    model = over.model
     chat = model if isinstance(model, ChatModel) else build_model(settings, model)
     notes: list[str] = []
-    reserve = check_bound(
-        "reply_reserve", settings.reply_reserve if reply_reserve is None else reply_reserve
-    )
-    cap = check_bound(
-        "summary_max_tokens",
-        settings.summary_max_tokens if summary_max_tokens is None else summary_max_tokens,
-    )
-    keep = settings.keep_recent if keep_recent is None else keep_recent
+    reserve = check_bound("reply_reserve", over.value(settings, "reply_reserve"))
+    cap = check_bound("summary_max_tokens", over.value(settings, "summary_max_tokens"))
+    keep = over.value(settings, "keep_recent")
     if fit and isinstance(keep, int):
         keep = clamp_keep_recent(keep)
     keep = check_bound("keep_recent", keep)
-    budget = check_bound("max_tokens", settings.max_tokens if max_tokens is None else max_tokens)
-    system_text = settings.system_prompt if system is None else system
+    budget = check_bound("max_tokens", over.value(settings, "max_tokens"))
+    system_text = settings.system_prompt if over.system is None else over.system
     if fit and budget > chat.context_window - reserve:
         fitted = max_tokens_limit(chat, reserve)
         notes.append(
@@ -119,7 +126,7 @@ def assemble(
     check_budget(chat, system_text, budget, reserve)
     return Setup(
         model=chat,
-        summary_model=summary_model or build_summary_model(settings, chat),
+        summary_model=over.summary_model or build_summary_model(settings, chat),
         system=system_text,
         max_tokens=budget,
         keep_recent=keep,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from chatmem.config import Settings, check_bound, load_settings
 from chatmem.errors import ContextOverflow, ModelError, NotFoundError, SummaryError
 from chatmem.events import Event, EventKind
-from chatmem.factory import assemble, build_recall, check_budget, saved_overrides
+from chatmem.factory import Overrides, assemble, build_recall, check_budget, saved_overrides
 from chatmem.inspection import SessionView, SummaryVersion, TurnStat
 from chatmem.journal import Journal
 from chatmem.memory import ROLES, Context, FoldPlan, Memory, Message, Recalled, Summary
@@ -96,17 +96,11 @@ class ChatMemory(SessionView):
         fit: bool = False,
     ) -> None:
         self.settings = settings or load_settings()
-        setup = assemble(
-            self.settings,
-            model=model,
-            summary_model=summary_model,
-            system=system,
-            max_tokens=max_tokens,
-            keep_recent=keep_recent,
-            summary_max_tokens=summary_max_tokens,
-            reply_reserve=reply_reserve,
-            fit=fit,
+        # Overrides takes these arguments in the order of this signature.
+        overrides = Overrides(
+            system, max_tokens, keep_recent, model, summary_max_tokens, reply_reserve, summary_model
         )
+        setup = assemble(self.settings, overrides, fit=fit)
         self.setup_notes = setup.notes
         self.model: ChatModel = setup.model
         self.summarizer = Summarizer(setup.summary_model, self.model.counter)

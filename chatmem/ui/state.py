@@ -217,13 +217,13 @@ def show_id_in_url(sess: ChatSession) -> None:
 
 # -- making sessions ----------------------------------------------------------------------
 def create_session(
-    settings: Settings | None = None,
+    settings: Settings | None,
+    store: Store | None,
+    owner: str | None,
     *,
+    recall: bool = True,
     max_tokens: int | None = None,
     keep_recent: int | None = None,
-    store: Store | None = None,
-    owner: str | None = None,
-    recall: bool = True,
 ) -> ChatSession:
     """A new conversation from the settings. Raises SettingsError or ModelError.
 
@@ -319,13 +319,11 @@ def ensure_session() -> ChatSession | None:
                 return _install(open_session(settings, store, wanted, owner, recall=recall))
             except ChatmemError as exc:
                 if not isinstance(sess, ChatSession):
-                    sess = _install(
-                        create_session(settings, store=store, owner=owner, recall=recall)
-                    )
+                    sess = _install(create_session(settings, store, owner, recall=recall))
                 sess.missing = wanted
                 sess.missing_reason = _reason(exc)
                 return sess
-        return _install(create_session(settings, store=store, owner=owner, recall=recall))
+        return _install(create_session(settings, store, owner, recall=recall))
     except (ChatmemError, PermissionError) as exc:
         _fail(_reason(exc))
     return sess if isinstance(sess, ChatSession) else None
@@ -373,11 +371,11 @@ def new_chat() -> None:
         settings = app_settings()
         sess = create_session(
             settings,
+            shared_store(settings),
+            current_owner(settings),
+            recall=bool(st.session_state.get(RECALL_KEY, True)),
             max_tokens=st.session_state.get(MAX_TOKENS_KEY),
             keep_recent=st.session_state.get(KEEP_RECENT_KEY),
-            store=shared_store(settings),
-            owner=current_owner(settings),
-            recall=bool(st.session_state.get(RECALL_KEY, True)),
         )
     except (ChatmemError, PermissionError) as exc:
         message = first_upper(exc.user_message if isinstance(exc, ModelError) else str(exc))

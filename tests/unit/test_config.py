@@ -85,3 +85,28 @@ def test_repr_masks_url_passwords(tmp_path) -> None:
     # each password, and the Basic-auth token each URL's user and password make
     tokens = {base64.b64encode(pair).decode() for pair in (b"user:hunter22", b"app:s3cret-pw")}
     assert set(s.secrets()) == {"hunter22", "s3cret-pw", *tokens}
+
+
+def test_chat_memory_arguments_reach_the_session_each_to_its_own_setting() -> None:
+    """``ChatMemory`` hands its arguments to ``Overrides`` by position: distinct values for
+    every one of them must land in the setting of the same name."""
+    from chatmem import ChatMemory, OpenAIChat
+
+    nowhere = "http://127.0.0.1:9/v1"  # no call is made while a session is built
+    chat = OpenAIChat("gpt-4o-mini", api_key="k", base_url=nowhere)
+    summaries = OpenAIChat("gpt-4o", api_key="k", base_url=nowhere)
+    bot = ChatMemory(
+        "System S.",
+        1_000,
+        7,
+        chat,
+        summary_max_tokens=123,
+        reply_reserve=345,
+        summary_model=summaries,
+        settings=Settings(),
+        background=False,
+    )
+    assert bot.memory.system == "System S."
+    assert (bot.memory.max_tokens, bot.memory.keep_recent) == (1_000, 7)
+    assert (bot.memory.summary_max_tokens, bot.memory.reply_reserve) == (123, 345)
+    assert bot.model is chat and bot.summarizer.model is summaries
