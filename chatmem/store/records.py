@@ -55,9 +55,19 @@ class ConversationInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class StoredMessage:
+class ConversationRow:
+    """What every row that belongs to a conversation has (see ``schema._conversation_rows``):
+    its serial ``id``, its conversation and when it was written. Built from rows by name."""
+
     id: int
     conversation_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage(ConversationRow):
+    """A message; ``seq`` numbers it within its conversation (1, 2, 3...)."""
+
     seq: int
     role: str
     content: str
@@ -65,19 +75,17 @@ class StoredMessage:
     tokens: int | None
     status: str
     usage: dict[str, Any] | None
-    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
-class StoredSummary:
-    id: int
-    conversation_id: str
+class StoredSummary(ConversationRow):
+    """A summary version: it folds every message up to and including ``covers_seq``."""
+
     text: str
     tokens: int
     covers_seq: int
     model: str | None
     usage: dict[str, Any] | None
-    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

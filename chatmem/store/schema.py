@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -44,74 +44,52 @@ _PG_PROGRAM_LIMIT_EXCEEDED: Final = "54000"  # e.g. "string is too long for tsve
 # --------------------------------------------------------------------------------------------
 
 # The DDL lives in the migrations (frozen per version); these only tell SQLAlchemy Core the
-# names and types used in statements. A test checks they agree.
+# names, types and keys used in statements (nullability is the DDL's). A test checks that
+# they name the same columns.
 _meta = sa.MetaData()
 
 
-def _conversation_rows(name: str, *columns: sa.Column[Any]) -> sa.Table:
+_TYPES: Final = {
+    "text": sa.Text,
+    "int": sa.Integer,
+    "bigint": sa.BigInteger,
+    "bytes": sa.LargeBinary,
+}
+
+
+def _table(name: str, columns: str) -> sa.Table:
+    """A table for statements, its columns named in order as ``name[:type][key]``.
+
+    The type is TEXT unless written (``:int``, ``:bigint``, ``:bytes``); the key mark is
+    ``*`` for a primary-key column, ``+`` for a serial one (numbered by the database).
+    """
+    made = []
+    for item in columns.split():
+        key = item[-1] if item[-1] in "*+" else ""
+        column, _, kind = item.rstrip("*+").partition(":")
+        made.append(
+            sa.Column(
+                column, _TYPES[kind or "text"], primary_key=bool(key), autoincrement=key == "+"
+            )
+        )
+    return sa.Table(name, _meta, *made)
+
+
+def _conversation_rows(name: str, columns: str) -> sa.Table:
     """A table of rows that belong to a conversation: a serial ``id``, the
     ``conversation_id``, ``columns``, and a ``created_at`` time."""
-    return sa.Table(
-        name,
-        _meta,
-        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
-        sa.Column("conversation_id", sa.Text, nullable=False),
-        *columns,
-        sa.Column("created_at", sa.Text, nullable=False),
-    )
+    return _table(name, f"id:bigint+ conversation_id {columns} created_at")
 
 
-conversations_table = sa.Table(
-    "conversations",
-    _meta,
-    sa.Column("id", sa.Text, primary_key=True),
-    sa.Column("title", sa.Text, nullable=False),
-    sa.Column("created_at", sa.Text, nullable=False),
-    sa.Column("updated_at", sa.Text, nullable=False),
-    sa.Column("settings", sa.Text, nullable=False),
-    sa.Column("owner", sa.Text),
-)
-messages_table = _conversation_rows(
-    "messages",
-    sa.Column("seq", sa.Integer, nullable=False),
-    sa.Column("role", sa.Text, nullable=False),
-    sa.Column("content", sa.Text, nullable=False),
-    sa.Column("name", sa.Text),
-    sa.Column("tokens", sa.Integer),
-    sa.Column("status", sa.Text, nullable=False),
-    sa.Column("usage", sa.Text),
-)
-summaries_table = _conversation_rows(
-    "summaries",
-    sa.Column("text", sa.Text, nullable=False),
-    sa.Column("tokens", sa.Integer, nullable=False),
-    sa.Column("covers_seq", sa.Integer, nullable=False),
-    sa.Column("model", sa.Text),
-    sa.Column("usage", sa.Text),
-)
-events_table = _conversation_rows(
-    "events",
-    sa.Column("kind", sa.Text, nullable=False),
-    sa.Column("data", sa.Text, nullable=False),
-)
-embeddings_table = sa.Table(
+conversations_table = _table("conversations", "id* title created_at updated_at settings owner")
+messages_table = _conversation_rows("messages", "seq:int role content name tokens:int status usage")
+summaries_table = _conversation_rows("summaries", "text tokens:int covers_seq:int model usage")
+events_table = _conversation_rows("events", "kind data")
+embeddings_table = _table(
     "embeddings",
-    _meta,
-    sa.Column("message_id", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("model", sa.Text, primary_key=True),
-    sa.Column("conversation_id", sa.Text, nullable=False),
-    sa.Column("seq", sa.Integer, nullable=False),
-    sa.Column("dims", sa.Integer, nullable=False),
-    sa.Column("vector", sa.LargeBinary, nullable=False),
-    sa.Column("created_at", sa.Text, nullable=False),
+    "message_id:bigint* model* conversation_id seq:int dims:int vector:bytes created_at",
 )
-schema_version_table = sa.Table(
-    "schema_version",
-    _meta,
-    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("description", sa.Text, nullable=False),
-    sa.Column("applied_at", sa.Text, nullable=False),
-)
+schema_version_table = _table("schema_version", "version:int* description applied_at")
 TABLE_NAMES: Final = (
     "embeddings",
     "events",
