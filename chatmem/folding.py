@@ -119,14 +119,14 @@ class Folding:
         compare-and-set: if another session's fold landed first, catch up and fold again on
         top of it (up to ``FOLD_ATTEMPTS`` times). Memory changes only once the store took
         the version, so a save that fails is a failed fold (raised to :meth:`_run_fold`)."""
-        for _ in range(FOLD_ATTEMPTS):
+        for attempt in range(FOLD_ATTEMPTS):
             messages, covers = self._sync.fold_input(plan)
             result = self.summarizer.summarize(
                 plan.previous.text if plan.previous else None, messages, self.memory.summary_cap
             )
             with self._lock:
                 try:
-                    return self._commit_fold(plan, messages, covers, result)
+                    return self._commit_fold(plan, messages, covers, result, attempt)
                 except SummaryConflict:
                     self._sync.catch_up()  # the newer version, and what came with it
                     replanned = self.memory.plan_fold() if self.memory.needs_fold() else None
@@ -144,7 +144,12 @@ class Folding:
         )
 
     def _commit_fold(
-        self, plan: FoldPlan, messages: Sequence[Message], covers: int, result: SummaryResult
+        self,
+        plan: FoldPlan,
+        messages: Sequence[Message],
+        covers: int,
+        result: SummaryResult,
+        rebuilt: int,
     ) -> Event:
         before = sum(m.tokens for m in messages) + (plan.previous.tokens if plan.previous else 0)
         summary = self._summary(result.text, covers, self.summarizer.model.name, time.time())
@@ -191,6 +196,7 @@ class Folding:
             after_tokens=summary.tokens,
             covers_seq=covers,
             calls=result.calls,
+            rebuilt=rebuilt,  # races lost to other sessions' folds before this one landed
         )
 
     def _summary(self, text: str, covers_seq: int, model: str | None, created_at: float) -> Summary:
