@@ -143,7 +143,8 @@ def test_exchanges_pair_by_link_and_end_with_the_question_answered() -> None:
 
 
 def test_request_pairs_replies_with_their_questions() -> None:
-    mem = Memory(system="sys", counter=TokenCounter(lambda text: len(text.split())), max_tokens=2000)
+    counter = TokenCounter(lambda text: len(text.split()))
+    mem = Memory(system="sys", counter=counter, max_tokens=2000)
     mem.add("user", "What is two plus two?", seq=1)
     mem.add("user", "Name a colour.", seq=2)
     mem.add("assistant", "Blue.", seq=3, reply_to=2)
