@@ -178,6 +178,9 @@ class ChatMemory(Folding, SessionView):
     def _load(self) -> None:
         """Fill the memory from the store (:meth:`chatmem.sync.StoreSync.load`)."""
         self.title = self._sync.load()
+        newest = self.memory.messages[-1] if self.memory.messages else None
+        if newest is not None and newest.role == "user":  # left without a reply: a retry's
+            self._question = newest.seq
 
     # -- the seed API --------------------------------------------------------------------
     @property
