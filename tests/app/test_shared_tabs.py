@@ -40,9 +40,7 @@ def test_two_tabs_on_one_conversation_share_one_memory(
 
     send(tab_b, f"What is my t{WORDS[0]}?")  # tab B answers from tab A's facts
     assert shown_messages(tab_b)[-1] == ("assistant", f"Your t{WORDS[0]} is A0x.")
-    sent = "\n".join(
-        m["content"] for m in app_env.control.requests("chat")[-1]["body"]["messages"]
-    )
+    sent = "\n".join(m["content"] for m in app_env.control.requests("chat")[-1]["body"]["messages"])
     held = [word for i, word in enumerate(WORDS) if f"t{word} is A{i}x" in sent]
     assert held == WORDS, "the request holds every fact of tab A"
 
