@@ -384,6 +384,8 @@ class ChatMemory(Folding, SessionView):
                 "assistant", text, tokens=tokens, usage=usage_dict, reply_to=reply.question
             )
             msg = self._hold(stored, "assistant", text, tokens, usage_dict, reply.question)
+            if self._question == reply.question:
+                self._question = None  # answered: the next request is about a new question
             self._stats.append(
                 TurnStat(
                     "chat",
