@@ -251,6 +251,8 @@ def chart(results: list[dict[str, Any]], path: Path) -> Path:
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    top = max(statistics.median(r[k]) for r in results for k in ("catch_up", "commit"))
+    ax.set_ylim(top=top * 1e3 * 20)  # ms; room for the legend above the lines
     ax.set_xlabel("messages in the conversation")
     ax.set_ylabel("median ms")
     ax.set_title("Flat in history length")

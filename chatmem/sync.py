@@ -64,8 +64,9 @@ class StoreSync:
         """Put a stored message into memory (ok ones only: failed or cut-off messages stay in
         the store, out of requests)."""
         self.seen_seq = max(self.seen_seq, m.seq)
-        if m.status != "ok":
-            return
+        held = self.memory.messages
+        if m.status != "ok" or (held and m.seq <= held[-1].seq):
+            return  # not for requests, or already held
         msg = self.memory.add(
             m.role,
             m.content,
