@@ -38,7 +38,8 @@ PG_CONNECT_TIMEOUT_S: Final = 10
 # chat, and a write holds its connection while it queues on the conversation's row lock: the
 # pool must let that many wait on the lock rather than on the pool (SQLAlchemy's default of
 # 5 + 10 lost appends at 16 writer threads). 40 per process stays under PostgreSQL's default
-# 100 connections with two replicas.
+# 100 connections with two replicas. A SQLite file gets the same pool (its writers wait on
+# the file lock, each holding a connection).
 PG_POOL_SIZE: Final = 10
 PG_MAX_OVERFLOW: Final = 30
 PG_POOL_TIMEOUT_S: Final = 60
@@ -216,6 +217,9 @@ def create_engine(url: URL) -> Engine:
             raise _location_error(problem) from None
         engine = sa.create_engine(
             url,
+            pool_size=PG_POOL_SIZE,  # writers queue on the file lock holding a connection
+            max_overflow=PG_MAX_OVERFLOW,
+            pool_timeout=PG_POOL_TIMEOUT_S,
             connect_args={
                 "check_same_thread": False,
                 "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
@@ -276,8 +280,15 @@ def transaction(
                 raise _UniqueViolation(_driver_message(exc)) from exc
             raise StoreError(f"the database rejected the write: {_driver_message(exc)}") from exc
         except sa_exc.SQLAlchemyError as exc:
+            if isinstance(exc, sa_exc.TimeoutError):
+                raise TransientError(
+                    f"the database is too busy: no connection came free within "
+                    f"{PG_POOL_TIMEOUT_S} s"
+                ) from exc
             if is_transient(exc):
-                raise TransientError(f"{backend} error: {_driver_message(exc)}") from exc
+                raise TransientError(
+                    f"the database is too busy ({backend}: {_driver_message(exc)})"
+                ) from exc
             raise translate(engine, exc) from exc
 
 
