@@ -88,3 +88,35 @@ def test_a_message_the_store_refused_stays_on_screen_with_retry(
         "You said: Please keep this message.",
     ]
     assert not app.warning
+
+
+def test_a_summary_that_cannot_be_saved_is_toasted_and_retried(
+    app: AppTest, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(8):
+        send(app, f"Hi, my name is Sam. Tell me more about day {i} of the trip, with museums.")
+    real = Store.add_summary
+    failing = {"on": True}
+
+    def add_summary(self: Store, *args, **kw):
+        if failing["on"]:
+            raise StoreError("postgresql error: the server closed the connection unexpectedly")
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(Store, "add_summary", add_summary)
+    app.slider(key="max_tokens").set_value(256).run()
+    toasts = [t.value for t in app.toast]
+    bot = session(app).bot
+    bot.wait_for_fold(timeout=10)
+    app.run()
+    toasts += [t.value for t in app.toast]
+    assert any("The summary could not be saved" in t for t in toasts), toasts
+    cid = session(app).conversation_id
+    assert bot.summary == "" and store.list_summaries(cid) == []  # memory and database agree
+    assert any("No summary yet" in c.value for c in app.sidebar.caption)
+    failing["on"] = False
+    send(app, "What is my name?")  # the fold is tried again after this turn
+    bot.wait_for_fold(timeout=10)
+    stored = store.list_summaries(cid)
+    assert len(stored) == 1 and "Sam" in stored[0].text
+    assert bot.current_summary is not None and bot.current_summary.id == stored[0].id
