@@ -17,9 +17,11 @@ its :class:`~chatmem.memory.Memory` in step with the store through a :class:`Sto
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
+from chatmem.errors import StoreError
 from chatmem.journal import Journal
 from chatmem.memory import ROLES, FoldPlan, Memory, Message, Summary
 from chatmem.recall import RecallIndex
@@ -27,6 +29,8 @@ from chatmem.store import history as store_history
 
 if TYPE_CHECKING:
     from chatmem.store import StoredMessage, StoredSummary
+
+log = logging.getLogger(__name__)
 
 RESUME_BUDGETS: Final = 2  # a resumed session holds the newest unfolded messages up to this many
 CATCH_UP_PAGE: Final = 1_000  # messages read per catch-up query
@@ -134,7 +138,11 @@ class StoreSync:
         if stored.seq == self.seen_seq + 1:
             self.seen_seq = stored.seq
             return True
-        self.catch_up()
+        try:
+            self.catch_up()
+        except StoreError as exc:  # the message is stored: hold it, and catch up later
+            log.warning("could not catch up with the conversation: %s", exc)
+            return self.memory.message(stored.seq) is None and stored.status == "ok"
         return False
 
     def catch_up(self) -> int:

@@ -292,3 +292,23 @@ def test_a_failed_summary_save_is_a_failed_fold(fake, store: Store, monkeypatch)
         stored[0].id,
     )
     assert invariant_violations(store, cid) == []
+
+
+def test_a_catch_up_that_fails_keeps_the_stored_message(fake, store: Store, monkeypatch) -> None:
+    a = bot_on(fake, store, max_tokens=2000)
+    b = bot_on(fake, store, a.conversation_id, max_tokens=2000)
+    a.ask("First from A.")
+    b.ask("Then B.")
+
+    def unreachable(*args, **kw):
+        raise StoreError("postgresql error: the server closed the connection unexpectedly")
+
+    monkeypatch.setattr(store, "changes", unreachable)
+    msg = a.add_user_message("A again, while the store cannot be read.")
+    assert msg.seq == 5 and a.memory.messages[-1] is msg
+    assert "".join(a.reply_stream()) == "You said: A again, while the store cannot be read."
+    monkeypatch.undo()
+    assert [m.content for m in store.messages(a.conversation_id)][-2:] == [
+        "A again, while the store cannot be read.",
+        "You said: A again, while the store cannot be read.",
+    ]
