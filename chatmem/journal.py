@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from chatmem.errors import StoreError
 from chatmem.events import Event
 from chatmem.redact import CONTENT_SECRET_MIN, redact, redact_data, register
+from chatmem.store.history import UNCHECKED
 
 if TYPE_CHECKING:
     from chatmem.store import LoadedConversation, Store, StoredMessage, StoredSummary
@@ -108,11 +109,12 @@ class Journal:
         *,
         model: str | None,
         usage: dict[str, Any] | None,
-        extends: int | None,
-        input_seqs: Iterable[int],
+        extends: Any = UNCHECKED,
+        input_seqs: Iterable[int] | None = None,
     ) -> StoredSummary | None:
-        """Store a summary version built on version ``extends`` from the messages
-        ``input_seqs``: compare-and-set, ``SummaryConflict`` if a newer version landed."""
+        """Store a summary version; with ``extends`` (the version it was built on, None for
+        the first) by compare-and-set: ``SummaryConflict`` if a newer version landed.
+        ``input_seqs``: the messages it read."""
         if self.store is None or self.conversation_id is None:
             return None
         return self.store.add_summary(

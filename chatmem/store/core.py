@@ -504,7 +504,7 @@ class Store:
         model: str | None = None,
         usage: dict[str, Any] | None = None,
         *,
-        extends: Any = history._UNCHECKED,
+        extends: Any = history.UNCHECKED,
         input_seqs: Iterable[int] | None = None,
     ) -> StoredSummary:
         """Store a new summary version covering messages up to ``covers_seq`` (which must be

@@ -55,7 +55,8 @@ if TYPE_CHECKING:
     from chatmem.store.core import Store
 
 
-_UNCHECKED: Any = object()
+UNCHECKED: Any = object()
+"""``extends`` left out: the version lands whatever is newest (imports, tools)."""
 
 
 def newest_summary_id(conn: Any, cid: str) -> int | None:
@@ -74,7 +75,7 @@ def add_summary(
     model: str | None,
     usage: dict[str, Any] | None,
     *,
-    extends: int | None = _UNCHECKED,
+    extends: int | None = UNCHECKED,
     input_seqs: Any = None,
 ) -> StoredSummary:
     check(text_problem(text, max_chars=MAX_CONTENT_CHARS), "text")
@@ -84,7 +85,7 @@ def add_summary(
         check(text_problem(model, max_chars=MAX_NAME_CHARS), "model")
     if usage is not None:
         check(json_object_problem(usage), "usage")
-    if extends is not _UNCHECKED and extends is not None:
+    if extends is not UNCHECKED and extends is not None:
         check(count_problem(extends, minimum=1), "extends")
     runs = None
     if input_seqs is not None:
@@ -115,7 +116,7 @@ def _insert_summary(
     with store._tx(write=True) as conn:
         lock_conversation(conn, cid)
         newest = newest_summary_id(conn, cid)
-        if extends is not _UNCHECKED and extends != newest:
+        if extends is not UNCHECKED and extends != newest:
             raise SummaryConflict(newest, extends)
         covered = conn.scalar(
             sa.select(m.c.id).where(m.c.conversation_id == cid, m.c.seq == covers_seq)
