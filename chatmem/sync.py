@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 RESUME_BUDGETS: Final = 2  # a resumed session holds the newest unfolded messages up to this many
 CATCH_UP_PAGE: Final = 1_000  # messages read per catch-up query
-FOLD_READ_LIMIT: Final = 2_000
+FOLD_READ_LIMIT: Final = 500
 """Most messages one fold reads. A conversation resumed with more unfolded messages than that
 (an import never folded) is folded a part at a time, oldest first, over the next turns."""
 
