@@ -134,9 +134,8 @@ class Folding:
                         return self._record(
                             EventKind.FOLD,
                             "Another session folded these messages first; its summary is used.",
-                            messages=0,
-                            covers_seq=self.memory.covers_seq,
-                            superseded=True,
+                            superseded=True,  # no covers_seq: the version is the other's
+                            newest_covers_seq=self.memory.covers_seq,
                         )
                     plan = replanned
         raise SummaryError(

@@ -252,6 +252,8 @@ def test_a_fold_that_lost_the_race_is_rebuilt_on_the_newer_version(fake, store: 
         a.ask(f"More {i}: my m{'q' * (i + 1)} is w{i}. Trains, towers and tall ships again.")
     assert store.list_summaries(cid), "A folded"
     b._run_fold(plan_b)  # built on a version that is no longer the newest
+    landed = [e for e in b.events if e.kind == "fold"][-1]
+    assert landed.data.get("rebuilt", 0) >= 1 or landed.data.get("superseded"), landed
     assert invariant_violations(store, cid) == []
     assert lineage_is_linear(store, cid)
     assert b.memory.summary is not None
