@@ -135,3 +135,15 @@ class LocationError(StoreError):
 
 class ConversationUnavailable(ChatmemError, LookupError):
     """The conversation asked for does not exist, or belongs to someone else."""
+
+
+class SummaryConflict(StoreError):
+    """A summary version was folded on top of one that is no longer the newest: another
+    session's fold landed first. ``newest_id`` is the version to build on instead."""
+
+    def __init__(self, newest_id: int | None, extends_id: int | None) -> None:
+        self.newest_id = newest_id
+        self.extends_id = extends_id
+        super().__init__(
+            f"the summary extends version {extends_id}, but version {newest_id} is newer"
+        )

@@ -14,14 +14,20 @@ texts (events, the settings record) lose every known secret and any ``user:passw
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from chatmem.errors import StoreError
 from chatmem.events import Event
 from chatmem.redact import CONTENT_SECRET_MIN, redact, redact_data, register
+from chatmem.store.history import UNCHECKED
 
 if TYPE_CHECKING:
     from chatmem.store import LoadedConversation, Store, StoredMessage, StoredSummary
+
+log = logging.getLogger(__name__)
 
 
 class Journal:
@@ -73,6 +79,7 @@ class Journal:
         tokens: int | None = None,
         status: str = "ok",
         usage: dict[str, Any] | None = None,
+        reply_to: int | None = None,
     ) -> StoredMessage | None:
         if self.store is None or self.conversation_id is None:
             return None
@@ -83,6 +90,7 @@ class Journal:
             tokens=tokens,
             status=status,  # type: ignore[arg-type]
             usage=usage,
+            reply_to=reply_to,
         )
 
     def rename(self, title: str) -> None:
@@ -101,7 +109,12 @@ class Journal:
         *,
         model: str | None,
         usage: dict[str, Any] | None,
+        extends: Any = UNCHECKED,
+        input_seqs: Iterable[int] | None = None,
     ) -> StoredSummary | None:
+        """Store a summary version; with ``extends`` (the version it was built on, None for
+        the first) by compare-and-set: ``SummaryConflict`` if a newer version landed.
+        ``input_seqs``: the messages it read."""
         if self.store is None or self.conversation_id is None:
             return None
         return self.store.add_summary(
@@ -111,12 +124,20 @@ class Journal:
             covers_seq,
             model=self._data(model),
             usage=usage,
+            extends=extends,
+            input_seqs=input_seqs,
         )
 
     def add_event(self, event: Event) -> Event:
         """The event, scrubbed, as stored (with its row id), or as it would be stored when
-        there is no store (what the session keeps and shows is never the raw text)."""
+        there is no store (what the session keeps and shows is never the raw text). An event
+        the store cannot take (the database is down) is still returned, to be shown, and
+        logged: recording what went wrong must not fail in turn."""
         event = replace(event, message=self._data(event.message), data=self._data(event.data))
         if self.store is None or self.conversation_id is None:
             return event
-        return self.store.add_event(self.conversation_id, event)
+        try:
+            return self.store.add_event(self.conversation_id, event)
+        except StoreError as exc:
+            log.warning("could not store the %s event: %s", event.kind, exc)
+            return event

@@ -58,6 +58,7 @@ class Message:
     name: str | None = None
     usage: dict[str, Any] | None = None
     id: int | None = None  # the store's row id, when stored
+    reply_to: int | None = None  # a reply: the seq of the user message it answers
 
     def to_api(self) -> dict[str, Any]:
         out: dict[str, Any] = {"role": self.role, "content": self.content}
@@ -75,6 +76,7 @@ class Summary:
     tokens: int  # of the framed summary block message
     model: str | None = None
     created_at: float | None = None
+    id: int | None = None  # the store's version id: what the next fold extends
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,44 @@ class FoldPlan:
     @property
     def covers_seq(self) -> int:
         return self.messages[-1].seq
+
+
+ARRANGE_SLACK = 16
+"""Messages before the part of the history that fits, also put in exchange order (a reply
+there may belong to a question inside it)."""
+
+
+def exchanges(messages: Sequence[Message], answering: int | None = None) -> list[Message]:
+    """``messages`` (seq order) as whole exchanges: each reply right after the question it
+    answers (``reply_to``), exchanges in the order of their questions, and the exchange of
+    the question ``answering`` last, whatever was stored after it.
+
+    Tabs of one conversation interleave in the store (question A, question B, reply B, reply
+    A); pairing by the link, never by adjacency, keeps each reply with its question. A reply
+    without a link, or whose question is not in ``messages``, stays after the message before
+    it, as stored.
+    """
+    if not any(m.reply_to is not None for m in messages) and (
+        answering is None or (messages and messages[-1].seq == answering)
+    ):
+        return list(messages)  # the common case: nothing to move
+    groups: list[list[Message]] = []
+    by_question: dict[int, list[Message]] = {}
+    for m in messages:
+        if m.role == "user":
+            group = [m]
+            groups.append(group)
+            by_question[m.seq] = group
+        elif m.reply_to is not None and m.reply_to in by_question:
+            by_question[m.reply_to].append(m)
+        elif groups:
+            groups[-1].append(m)
+        else:
+            groups.append([m])
+    if answering is not None and answering in by_question:
+        last = by_question[answering]
+        groups = [g for g in groups if g is not last] + [last]
+    return [m for group in groups for m in group]
 
 
 def summary_block(text: str) -> str:
@@ -272,6 +312,7 @@ class Memory:
         seq: int | None = None,
         id: int | None = None,
         tokens: int | None = None,
+        reply_to: int | None = None,
     ) -> Message:
         if role not in ROLES:
             raise ValueError(f"Unknown role {role!r}; expected one of {', '.join(ROLES)}.")
@@ -283,6 +324,7 @@ class Memory:
             name=name,
             usage=usage,
             id=id,
+            reply_to=reply_to,
         )
         if self.messages and msg.seq <= self.messages[-1].seq:
             raise ValueError(f"Message seq {msg.seq} is not after {self.messages[-1].seq}.")
@@ -297,10 +339,36 @@ class Memory:
         self.summary = summary
 
     # -- building a request --------------------------------------------------------------
+    def message(self, seq: int) -> Message | None:
+        """The held message with this seq (binary search), or None."""
+        i = bisect.bisect_left(self.messages, seq, key=lambda m: m.seq)
+        return self.messages[i] if i < len(self.messages) and self.messages[i].seq == seq else None
+
+    def _window(self, first: int, room: int, answering: int | None) -> list[Message]:
+        """The unfolded messages that can be in a request (those whose suffix fits ``room``,
+        with :data:`ARRANGE_SLACK` more, and the question ``answering``), as exchanges."""
+        cum = self._cumulative()
+        total = cum[-1] if cum else 0
+        # the first index whose suffix (from it to the end) fits the room
+        start = bisect.bisect_left(cum, total - max(room, 0), lo=first) if cum else first
+        start = max(first, start - ARRANGE_SLACK)
+        if answering is not None:
+            at = bisect.bisect_left(self.messages, answering, key=lambda m: m.seq)
+            if first <= at < start:
+                start = at
+        return exchanges(self.messages[start:], answering)
+
     def context(
-        self, recalled: Sequence[str | Recalled] = (), *, limit: int | None = None
+        self,
+        recalled: Sequence[str | Recalled] = (),
+        *,
+        limit: int | None = None,
+        answering: int | None = None,
     ) -> Context:
         """The request to send now: within ``limit`` (default ``max_tokens``) tokens.
+
+        ``answering``: the seq of the question being answered (default: the newest message);
+        its exchange goes last, and replies sit with their questions (:func:`exchanges`).
 
         ``recalled`` are candidate snippets of older messages, most relevant first. They
         get ``recall_share`` of the budget, reserved before the verbatim messages are
@@ -321,7 +389,8 @@ class Memory:
 
         while True:
             room = limit - priming - system_tokens - summary_tokens - reserve
-            verbatim, recent_tokens, newest_fits = self._fit_tail(self.messages, first, room)
+            window = self._window(first, room, answering)
+            verbatim, recent_tokens, newest_fits = self._fit_tail(window, 0, room)
             if newest_fits:
                 break
             if reserve:
@@ -330,11 +399,11 @@ class Memory:
             if summary_msg:
                 summary_msg, summary_tokens = None, 0
                 continue
-            newest = self.messages[-1] if unfolded_count else None
+            newest = window[-1] if unfolded_count and window else None
             needed = system_tokens + priming + (newest.tokens if newest else 0)
             raise ContextOverflow(needed, limit, "The newest message")
 
-        first_verbatim = verbatim[0].seq if verbatim else self.next_seq
+        first_verbatim = min((m.seq for m in verbatim), default=self.next_seq)
         free = limit - priming - system_tokens - summary_tokens - recent_tokens
         free = min(free, reserve)  # recall keeps to its share, so prompts stay flat
         eligible = [c for c in candidates if c.seq is None or c.seq < first_verbatim]

@@ -14,23 +14,28 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chatmem.config import Settings, check_bound, load_settings
-from chatmem.errors import ContextOverflow, ModelError, NotFoundError, SummaryError
+from chatmem.errors import (
+    ContextOverflow,
+    ModelError,
+    NotFoundError,
+    StoreError,
+)
 from chatmem.events import Event, EventKind
 from chatmem.factory import Overrides, assemble, build_recall, check_budget, saved_overrides
+from chatmem.folding import Folding
 from chatmem.inspection import SessionView, SummaryVersion, TurnStat
 from chatmem.journal import Journal
-from chatmem.memory import ROLES, Context, FoldPlan, Memory, Message, Recalled, Summary
+from chatmem.memory import Context, Memory, Message, Recalled
 from chatmem.models import ChatModel, ReplyStream, Usage
 from chatmem.recall import HybridRecall, RecallIndex
-from chatmem.store import history as store_history
 from chatmem.summarize import Summarizer
+from chatmem.sync import StoreSync
 from chatmem.text import clean_message, title_from
 
 if TYPE_CHECKING:
@@ -39,7 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECALL_LIMIT = 20  # recall candidates asked for per request
-RESUME_BUDGETS = 2  # a resumed session holds the newest unfolded messages up to this many budgets
 NEW_TITLE = "New chat"
 
 
@@ -52,6 +56,7 @@ class _Reply:
     completed: bool = False
     error: ModelError | None = None
     finished: bool = False
+    question: int | None = None  # the seq of the user message this reply answers
 
     @property
     def partial(self) -> str:
@@ -59,7 +64,7 @@ class _Reply:
         return text or (self.error.partial if self.error is not None else "")
 
 
-class ChatMemory(SessionView):
+class ChatMemory(Folding, SessionView):
     """A chatbot that remembers within a token budget.
 
     >>> bot = ChatMemory(system="You are a friendly assistant. Be concise.")
@@ -137,6 +142,8 @@ class ChatMemory(SessionView):
             on_event=self._recall_event,
             background=background,
         )
+        self._sync = StoreSync(self._journal, self.memory, self.recall_index)
+        self._question: int | None = None  # the seq of this session's newest question
         if store is not None:
             if conversation_id is None:
                 if not defer_create:
@@ -163,52 +170,11 @@ class ChatMemory(SessionView):
         return cls(model=model, store=store, conversation_id=conversation_id, **kw)
 
     def _load(self) -> None:
-        """Fill the memory from the store: the latest summary and the newest messages after it.
-
-        Only as many of the unfolded messages as ``RESUME_BUDGETS`` budgets hold are read and
-        counted (newest first, the one that crosses the line included): a request never holds
-        more, and a fold then has them to summarise. Older ones (a conversation imported or
-        never folded can have 250,000) stay in the store, where recall finds them; holding
-        more than the budget, the memory recalls for every request until the next fold.
-        """
-        store, cid = self._journal.store, self._journal.conversation_id
-        assert store is not None and cid is not None
-        mem = self.memory
-        room = RESUME_BUDGETS * mem.max_tokens
-        # no message is shorter than its framing, so this many always cross the room
-        page = room // max(1, min(mem.count(role, "") for role in ROLES)) + 1
-        # Store.load takes no limit yet: its body does (chatmem.store.history)
-        loaded = store_history.load(store, cid, 0, tail_limit=page)
-        if loaded.summary is not None:
-            mem.summary = self._summary(
-                loaded.summary.text,
-                loaded.summary.covers_seq,
-                loaded.summary.model,
-                loaded.summary.created_at.timestamp(),
-            )
-        covers = mem.covers_seq
-        kept: list[tuple[StoredMessage, int]] = []
-        used = 0
-        batch = loaded.messages
-        while batch:
-            for m in reversed(batch):
-                if m.status != "ok":
-                    continue  # failed or cut-off messages stay in the store, out of requests
-                tokens = mem.count(m.role, m.content, m.name)
-                kept.append((m, tokens))
-                used += tokens
-                if used > room:
-                    break
-            if used > room or len(batch) < page:
-                break  # full, or that was the oldest unfolded message
-            older = store.messages(cid, before_seq=batch[0].seq, limit=page)  # past failed ones
-            batch = tuple(m for m in older if m.seq > covers)
-        for m, tokens in reversed(kept):
-            msg = mem.add(
-                m.role, m.content, name=m.name, usage=m.usage, seq=m.seq, id=m.id, tokens=tokens
-            )
-            self.recall_index.add(msg.seq, m.name or m.role, m.content)
-        self.title = loaded.info.title
+        """Fill the memory from the store (:meth:`chatmem.sync.StoreSync.load`)."""
+        self.title = self._sync.load()
+        newest = self.memory.messages[-1] if self.memory.messages else None
+        if newest is not None and newest.role == "user":  # left without a reply: a retry's
+            self._question = newest.seq
 
     # -- the seed API --------------------------------------------------------------------
     @property
@@ -283,19 +249,42 @@ class ChatMemory(SessionView):
             try:
                 self.memory.check_fits("user", text)
             except ContextOverflow as exc:
-                self._journal.append("user", text, tokens=tokens, status="failed")
+                failed = self._journal.append("user", text, tokens=tokens, status="failed")
+                self._sync.appended(failed)
                 self._record(EventKind.TOO_LONG, str(exc), needed=exc.needed, limit=exc.limit)
                 raise
             stored = self._journal.append("user", text, tokens=tokens)
-            msg = self.memory.add(
-                "user",
-                text,
-                tokens=tokens,
-                seq=stored.seq if stored else None,
-                id=stored.id if stored else None,
-            )
-            self.recall_index.add(msg.seq, "user", text)
+            msg = self._hold(stored, "user", text, tokens)
+            self._question = msg.seq
             return msg
+
+    def _hold(
+        self,
+        stored: StoredMessage | None,
+        role: str,
+        text: str,
+        tokens: int,
+        usage: dict[str, Any] | None = None,
+        reply_to: int | None = None,
+    ) -> Message:
+        """Put the message this session just stored into memory: directly when it is the
+        next one, else by catching up with what others wrote before it (it comes along)."""
+        if not self._sync.appended(stored):
+            assert stored is not None
+            held = self.memory.message(stored.seq)
+            assert held is not None, "a stored ok message is caught up"
+            return held
+        msg = self.memory.add(
+            role,
+            text,
+            usage=usage,
+            tokens=tokens,
+            seq=stored.seq if stored else None,
+            id=stored.id if stored else None,
+            reply_to=reply_to,
+        )
+        self.recall_index.add(msg.seq, role, text)
+        return msg
 
     def reply_stream(self) -> Iterator[str]:
         """Answer the newest message (after add_user_message, or to retry a failed reply).
@@ -304,7 +293,8 @@ class ChatMemory(SessionView):
         arrived) is stored and a fold is scheduled, even when the consumer stops early.
         """
         with self._lock:
-            reply = _Reply(self._context())
+            self.catch_up()
+            reply = _Reply(self._context(), question=self._question)
         self._record_request(reply.context)
         try:
             yield from self._stream(reply)
@@ -353,11 +343,15 @@ class ChatMemory(SessionView):
         reply.finished = True
         if reply.completed:
             assert reply.stream is not None
-            self._store_reply(reply.context, reply.stream.text, reply.stream.usage)
+            self._store_reply(reply, reply.stream.text, reply.stream.usage)
         else:
             partial = clean_message(reply.partial)
             if partial:
-                self._journal.append("assistant", partial, status="incomplete")
+                with self._lock:
+                    cut = self._journal.append(
+                        "assistant", partial, status="incomplete", reply_to=reply.question
+                    )
+                    self._sync.appended(cut)
             if reply.error is not None:
                 error = reply.error
                 self._record(
@@ -374,21 +368,18 @@ class ChatMemory(SessionView):
                 )
         self.schedule_fold()
 
-    def _store_reply(self, context: Context, text: str, usage: Usage | None) -> None:
+    def _store_reply(self, reply: _Reply, text: str, usage: Usage | None) -> None:
+        context = reply.context
         text = clean_message(text)
         usage_dict = usage.as_dict() if usage else None
         with self._lock:
             tokens = self.memory.count("assistant", text)
-            stored = self._journal.append("assistant", text, tokens=tokens, usage=usage_dict)
-            msg = self.memory.add(
-                "assistant",
-                text,
-                usage=usage_dict,
-                tokens=tokens,
-                seq=stored.seq if stored else None,
-                id=stored.id if stored else None,
+            stored = self._journal.append(
+                "assistant", text, tokens=tokens, usage=usage_dict, reply_to=reply.question
             )
-            self.recall_index.add(msg.seq, "assistant", text)
+            msg = self._hold(stored, "assistant", text, tokens, usage_dict, reply.question)
+            if self._question == reply.question:
+                self._question = None  # answered: the next request is about a new question
             self._stats.append(
                 TurnStat(
                     "chat",
@@ -407,7 +398,7 @@ class ChatMemory(SessionView):
                 EventKind.RECALL,
                 f"Recalled {len(context.recalled)} older messages for this request.",
                 seqs=[r.seq for r in context.recalled],
-                for_seq=self.memory.messages[-1].seq,
+                for_seq=self._question or self.memory.messages[-1].seq,
                 scores=[round(r.score, 3) for r in context.recalled],
             )
         if context.trimmed:
@@ -417,128 +408,12 @@ class ChatMemory(SessionView):
                 trimmed=context.trimmed,
             )
 
-    # -- folding -------------------------------------------------------------------------
-    @property
-    def folding(self) -> bool:
-        """True while a fold is running in the background."""
-        return self._fold is not None and not self._fold.done()
-
-    def schedule_fold(self) -> bool:
-        """Fold old messages into the summary if the history has outgrown the budget.
-
-        Runs on the background worker (or inline with ``background=False``). Returns True
-        if a fold was started.
-        """
-        with self._lock:
-            if self.folding or not self.memory.needs_fold():
-                return False
-            plan = self.memory.plan_fold()
-            if plan is None:
-                return False
-            if not self.background:
-                self._run_fold(plan)
-                return True
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=1, thread_name_prefix="chatmem-fold"
-                )
-            self._fold = self._executor.submit(self._run_fold, plan)
-            return True
-
-    def wait_for_fold(self, timeout: float | None = None) -> None:
-        """Block until a running fold (if any) has finished."""
-        fold = self._fold
-        if fold is not None:
-            fold.result(timeout=timeout)
-
-    def on_fold(self, listener: Callable[[Event], object]) -> None:
-        """Call ``listener(event)`` when a fold lands or fails (from the worker thread)."""
-        self._fold_listeners.append(listener)
-
-    def _run_fold(self, plan: FoldPlan) -> None:
-        try:
-            event = self._fold_now(plan)
-        except Exception as exc:  # never let a fold kill the chat
-            if not isinstance(exc, SummaryError):
-                log.exception("fold crashed")
-            reason = str(exc) if isinstance(exc, SummaryError) else f"The fold crashed: {exc}"
-            with self._lock:
-                self.fold_failures += 1
-                event = self._record(
-                    EventKind.FOLD_FAILED,
-                    f"{reason} The summary was left as it was; older messages are trimmed "
-                    "until a later fold succeeds.",
-                    failures_in_a_row=self.fold_failures,
-                )
-        for listener in list(self._fold_listeners):
-            try:
-                listener(event)
-            except Exception:  # a UI callback must not break the worker
-                log.exception("fold listener failed")
-
-    def _fold_now(self, plan: FoldPlan) -> Event:
-        previous = plan.previous.text if plan.previous else None
-        before = sum(m.tokens for m in plan.messages) + (
-            plan.previous.tokens if plan.previous else 0
-        )
-        result = self.summarizer.summarize(previous, plan.messages, self.memory.summary_cap)
-        with self._lock:
-            summary = self._summary(
-                result.text, plan.covers_seq, self.summarizer.model.name, time.time()
-            )
-            self.memory.set_summary(summary)
-            self.fold_failures = 0
-            self._journal.add_summary(
-                summary.text,
-                summary.tokens,
-                summary.covers_seq,
-                model=summary.model,
-                usage=result.usage.as_dict(),
-            )
-            self._stats.append(
-                TurnStat(
-                    "summary",
-                    None,
-                    result.usage.prompt_tokens or 0,
-                    result.usage.prompt_tokens,
-                    result.usage.completion_tokens,
-                )
-            )
-            self._versions.append(
-                SummaryVersion(
-                    number=len(self._versions) + 1,
-                    text=summary.text,
-                    tokens=summary.tokens,
-                    covers_seq=summary.covers_seq,
-                    created_at=summary.created_at,
-                    messages=len(plan.messages),
-                    before_tokens=before,
-                )
-            )
-            return self._record(
-                EventKind.FOLD,
-                f"Folded {len(plan.messages)} messages: {before:,} → {summary.tokens:,} tokens",
-                messages=len(plan.messages),
-                before_tokens=before,
-                after_tokens=summary.tokens,
-                covers_seq=summary.covers_seq,
-                calls=result.calls,
-            )
-
-    def _summary(self, text: str, covers_seq: int, model: str | None, created_at: float) -> Summary:
-        return Summary(
-            text=text,
-            covers_seq=covers_seq,
-            tokens=self.memory.summary_tokens(text),
-            model=model,
-            created_at=created_at,
-        )
-
     # -- building requests -----------------------------------------------------------------
     def _context(self, limit: int | None = None, recalled: list[Recalled] | None = None) -> Context:
         """The next request, with older messages recalled when some are out of the window."""
         mem = self.memory
-        newest = mem.messages[-1] if mem.messages else None
+        newest = mem.message(self._question) if self._question is not None else None
+        newest = newest or (mem.messages[-1] if mem.messages else None)
         if (
             recalled is None
             and self.recall
@@ -549,7 +424,18 @@ class ChatMemory(SessionView):
             recalled = self.recall_index.search(
                 newest.content, before_seq=newest.seq, limit=RECALL_LIMIT
             )
-        return mem.context(recalled or [], limit=limit)
+        return mem.context(recalled or [], limit=limit, answering=self._question)
+
+    def catch_up(self) -> int:
+        """Read what other sessions wrote to this conversation since this one last looked
+        (messages, replies, summary versions) into memory; returns the messages read. A store
+        that cannot be read leaves the memory as it is (logged): the turn goes on."""
+        with self._lock:
+            try:
+                return self._sync.catch_up()
+            except StoreError as exc:
+                log.warning("could not catch up with the conversation: %s", exc)
+                return 0
 
     # -- plumbing ------------------------------------------------------------------------
     def _record(self, kind: EventKind, message: str, **data: Any) -> Event:

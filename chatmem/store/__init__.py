@@ -39,6 +39,7 @@ from chatmem.errors import (
     NotFoundError,
     SearchIndexError,
     StoreError,
+    SummaryConflict,
 )
 from chatmem.redact import mask_url
 from chatmem.store.core import Store
@@ -48,6 +49,7 @@ from chatmem.store.records import (
     ROLES,
     STATUSES,
     TOKEN_COUNT_SETTINGS,
+    Changes,
     ConversationInfo,
     IndexRebuild,
     LoadedConversation,
@@ -86,6 +88,7 @@ __all__ = [
     "STATUSES",
     "TABLE_NAMES",
     "TOKEN_COUNT_SETTINGS",
+    "Changes",
     "ConversationInfo",
     "ImportValidationError",
     "IndexRebuild",
@@ -98,6 +101,7 @@ __all__ = [
     "StoreError",
     "StoredMessage",
     "StoredSummary",
+    "SummaryConflict",
     "check_database_url",
     "clean_settings",
     "mask_url",

@@ -40,6 +40,7 @@ from chatmem.store.queries import (
 )
 from chatmem.store.records import (
     MAX_TITLE_CHARS,
+    Changes,
     ConversationInfo,
     IndexRebuild,
     LoadedConversation,
@@ -257,14 +258,21 @@ class Store:
         name: str | None = None,
         status: Status = "ok",
         usage: dict[str, Any] | None = None,
+        reply_to: int | None = None,
     ) -> StoredMessage:
         """Append a message as ``seq = max(seq) + 1``, in one transaction.
 
+        ``reply_to``: for a reply, the seq of the user message it answers (replies pair with
+        their question by it, however the tabs of a conversation interleave).
+
         Appends to one conversation are serialised (a row lock on PostgreSQL, the write lock on
         SQLite); should two writers still pick the same seq, the loser retries with a fresh
-        seq, up to ``messages.APPEND_ATTEMPTS`` times, then raises ``StoreError``.
+        seq, up to ``messages.APPEND_ATTEMPTS`` times, then raises ``StoreError``. A wait for
+        a pooled connection or the lock that runs out is retried too.
         """
-        row = message_values(role, content, tokens=tokens, name=name, status=status, usage=usage)
+        row = message_values(
+            role, content, tokens=tokens, name=name, status=status, usage=usage, reply_to=reply_to
+        )
         return self._indexed(lambda: message_writes.append_message(self, cid, dict(row)))
 
     @staticmethod
@@ -481,10 +489,36 @@ class Store:
         covers_seq: int,
         model: str | None = None,
         usage: dict[str, Any] | None = None,
+        *,
+        extends: Any = history.UNCHECKED,
+        input_seqs: Iterable[int] | None = None,
     ) -> StoredSummary:
         """Store a new summary version covering messages up to ``covers_seq`` (which must be
-        the seq of a stored message of this conversation)."""
-        return history.add_summary(self, cid, text, tokens, covers_seq, model, usage)
+        the seq of a stored message of this conversation).
+
+        With ``extends`` (the id of the version the fold was built on, None for the first), it
+        lands only if that is still the newest version, else ``SummaryConflict`` (nothing
+        written): compare-and-set. ``input_seqs`` records exactly which messages it read.
+        """
+        return history.add_summary(
+            self,
+            cid,
+            text,
+            tokens,
+            covers_seq,
+            model,
+            usage,
+            extends=extends,
+            input_seqs=input_seqs,
+        )
+
+    def changes(
+        self, cid: str, after_seq: int, summary_id: int | None = None, limit: int | None = None
+    ) -> Changes:
+        """What was written since a session last looked: the messages with ``seq >
+        after_seq`` (at most ``limit``, oldest first) and the newest summary version if its id
+        is above ``summary_id``. Reads by index range: the cost follows the new rows."""
+        return history.changes(self, cid, after_seq, summary_id, limit)
 
     def list_summaries(self, cid: str) -> list[StoredSummary]:
         """Every summary version of the conversation, oldest first."""

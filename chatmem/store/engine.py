@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
+import random
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -27,12 +29,59 @@ from sqlalchemy.pool import StaticPool
 from chatmem.errors import LocationError, SearchIndexError, StoreError
 from chatmem.store.schema import max_version
 
+log = logging.getLogger("chatmem.store")
+T = TypeVar("T")
+
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 PG_CONNECT_TIMEOUT_S: Final = 10
+# The app runs a script thread per browser session plus a fold worker (and an embedder) per
+# chat, and a write holds its connection while it queues on the conversation's row lock: the
+# pool must let that many wait on the lock rather than on the pool (SQLAlchemy's default of
+# 5 + 10 lost appends at 16 writer threads). 40 per process stays under PostgreSQL's default
+# 100 connections with two replicas. A SQLite file gets the same pool (its writers wait on
+# the file lock, each holding a connection).
+PG_POOL_SIZE: Final = 10
+PG_MAX_OVERFLOW: Final = 30
+PG_POOL_TIMEOUT_S: Final = 60
+# PostgreSQL states worth another try: serialization failure, deadlock, lock not available.
+_PG_TRANSIENT = ("40001", "40P01", "55P03")
+TRANSIENT_ATTEMPTS: Final = 5
+"""How many times a write that met a transient error (pool or lock timeout) is tried."""
 
 
 class _UniqueViolation(StoreError):
     """Internal: a UNIQUE constraint rejected a write (two writers took the same seq)."""
+
+
+class TransientError(StoreError):
+    """A write that timed out waiting for a pooled connection or a lock: worth retrying."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a driver error is a wait that ran out (pool, lock) rather than a refusal."""
+    if isinstance(exc, sa_exc.TimeoutError):  # QueuePool limit ... reached, timed out
+        return True
+    original = getattr(exc, "orig", None) or exc
+    if getattr(original, "sqlstate", None) in _PG_TRANSIENT:
+        return True
+    if isinstance(original, sqlite3.OperationalError):
+        text = str(original).lower()
+        return "database is locked" in text or "database is busy" in text
+    return False
+
+
+def retrying(operation: Callable[[], T], what: str) -> T:
+    """Run ``operation``; on a :class:`TransientError`, wait a little longer each time and
+    run it again, up to ``TRANSIENT_ATTEMPTS`` times in all (then the error stands)."""
+    for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+        try:
+            return operation()
+        except TransientError as exc:
+            if attempt == TRANSIENT_ATTEMPTS:
+                raise
+            log.warning("%s: %s (attempt %d of %d)", what, exc, attempt, TRANSIENT_ATTEMPTS)
+            time.sleep(random.uniform(0.05, 0.2) * attempt)
+    raise AssertionError("unreachable")
 
 
 REINDEX_HINT: Final = "run `python -m chatmem --reindex` to rebuild it"
@@ -140,7 +189,14 @@ def create_engine(url: URL) -> Engine:
         connect_args: dict[str, Any] = {}
         if "connect_timeout" not in url.query:
             connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
-        return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        return sa.create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=PG_POOL_SIZE,
+            max_overflow=PG_MAX_OVERFLOW,
+            pool_timeout=PG_POOL_TIMEOUT_S,
+            connect_args=connect_args,
+        )
 
     if url.database == ":memory:":
         engine = sa.create_engine(
@@ -161,6 +217,9 @@ def create_engine(url: URL) -> Engine:
             raise _location_error(problem) from None
         engine = sa.create_engine(
             url,
+            pool_size=PG_POOL_SIZE,  # writers queue on the file lock holding a connection
+            max_overflow=PG_MAX_OVERFLOW,
+            pool_timeout=PG_POOL_TIMEOUT_S,
             connect_args={
                 "check_same_thread": False,
                 "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
@@ -221,6 +280,15 @@ def transaction(
                 raise _UniqueViolation(_driver_message(exc)) from exc
             raise StoreError(f"the database rejected the write: {_driver_message(exc)}") from exc
         except sa_exc.SQLAlchemyError as exc:
+            if isinstance(exc, sa_exc.TimeoutError):
+                raise TransientError(
+                    f"the database is too busy: no connection came free within "
+                    f"{PG_POOL_TIMEOUT_S} s"
+                ) from exc
+            if is_transient(exc):
+                raise TransientError(
+                    f"the database is too busy ({backend}: {_driver_message(exc)})"
+                ) from exc
             raise translate(engine, exc) from exc
 
 

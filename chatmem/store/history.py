@@ -1,7 +1,12 @@
-"""Summaries, events, and loading a conversation to resume it.
+"""Summaries, events, catching up, and loading a conversation to resume it.
 
-The bodies of ``Store.add_summary``, ``list_summaries``, ``add_event``, ``list_events`` and
-``load``; the methods' docstrings describe the behaviour.
+The bodies of ``Store.add_summary``, ``list_summaries``, ``add_event``, ``list_events``,
+``changes`` and ``load``; the methods' docstrings describe the behaviour.
+
+A summary version lands by compare-and-set: inside the write transaction (the conversation's
+row lock held) the newest version is read, and a fold built on an older one is refused with
+:class:`~chatmem.errors.SummaryConflict`, so two sessions folding at once cannot both extend
+the same version and one of them lose the other's messages.
 
 An event is stored as its kind, ``Event.payload()`` (the message and the figures) as the JSON
 ``data`` column, and its time as ``created_at``; ``list_events`` turns rows back into
@@ -16,13 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from chatmem.errors import StoreError
+from chatmem.errors import StoreError, SummaryConflict
 from chatmem.events import Event
+from chatmem.store.engine import retrying
 from chatmem.store.queries import lock_conversation, require_conversation, touch
 from chatmem.store.records import (
     MAX_CONTENT_CHARS,
     MAX_KIND_CHARS,
     MAX_NAME_CHARS,
+    Changes,
     LoadedConversation,
     StoredMessage,
     StoredSummary,
@@ -37,6 +44,7 @@ from chatmem.store.records import (
     json_object_problem,
     message_record,
     now,
+    seq_runs,
     short,
     summary_record,
     text_problem,
@@ -47,6 +55,17 @@ if TYPE_CHECKING:
     from chatmem.store.core import Store
 
 
+UNCHECKED: Any = object()
+"""``extends`` left out: the version lands whatever is newest (imports, tools)."""
+
+
+def newest_summary_id(conn: Any, cid: str) -> int | None:
+    s = summaries_table
+    return conn.scalar(
+        sa.select(s.c.id).where(s.c.conversation_id == cid).order_by(s.c.id.desc()).limit(1)
+    )
+
+
 def add_summary(
     store: Store,
     cid: str,
@@ -55,6 +74,9 @@ def add_summary(
     covers_seq: int,
     model: str | None,
     usage: dict[str, Any] | None,
+    *,
+    extends: int | None = UNCHECKED,
+    input_seqs: Any = None,
 ) -> StoredSummary:
     check(text_problem(text, max_chars=MAX_CONTENT_CHARS), "text")
     check(count_problem(tokens), "tokens")
@@ -63,9 +85,38 @@ def add_summary(
         check(text_problem(model, max_chars=MAX_NAME_CHARS), "model")
     if usage is not None:
         check(json_object_problem(usage), "usage")
+    if extends is not UNCHECKED and extends is not None:
+        check(count_problem(extends, minimum=1), "extends")
+    runs = None
+    if input_seqs is not None:
+        seqs = list(input_seqs)
+        for seq in seqs:
+            check(count_problem(seq, minimum=1), "input_seqs")
+        if seqs and max(seqs) > covers_seq:
+            raise StoreError(f"input_seqs: {max(seqs)} is beyond covers_seq {covers_seq}")
+        runs = seq_runs(seqs)
+    row = {
+        "conversation_id": cid,
+        "text": text,
+        "tokens": tokens,
+        "covers_seq": covers_seq,
+        "model": model,
+        "usage": dumps_or_none(usage),
+        "input_seqs": None if runs is None else dumps(runs),
+    }
+    return retrying(lambda: _insert_summary(store, row, extends), "add_summary")
+
+
+def _insert_summary(store: Store, row: dict[str, Any], extends: int | None) -> StoredSummary:
+    """Insert the summary ``row`` if ``extends`` is still the newest version (or unchecked),
+    as the version that extends the newest."""
     m = messages_table
+    cid, covers_seq = row["conversation_id"], row["covers_seq"]
     with store._tx(write=True) as conn:
         lock_conversation(conn, cid)
+        newest = newest_summary_id(conn, cid)
+        if extends is not UNCHECKED and extends != newest:
+            raise SummaryConflict(newest, extends)
         covered = conn.scalar(
             sa.select(m.c.id).where(m.c.conversation_id == cid, m.c.seq == covers_seq)
         )
@@ -74,15 +125,7 @@ def add_summary(
                 f"covers_seq: {covers_seq} points at no message of conversation {cid!r}"
             )
         created = now()
-        values = {
-            "conversation_id": cid,
-            "text": text,
-            "tokens": tokens,
-            "covers_seq": covers_seq,
-            "model": model,
-            "usage": dumps_or_none(usage),
-            "created_at": created,
-        }
+        values = row | {"created_at": created, "extends_id": newest}
         result = conn.execute(summaries_table.insert().values(**values))
         summary_id = result.inserted_primary_key[0]
         touch(conn, cid, created)
@@ -121,11 +164,13 @@ def add_event(store: Store, cid: str, event: Event) -> Event:
         "data": dumps(payload),
         "created_at": _event_time(event.at),
     }
-    with store._tx(write=True) as conn:
-        lock_conversation(conn, cid)
-        result = conn.execute(events_table.insert().values(**values))
-        event_id = result.inserted_primary_key[0]
-    return dataclasses.replace(event, id=event_id)
+
+    def insert() -> int:
+        with store._tx(write=True) as conn:
+            lock_conversation(conn, cid)
+            return int(conn.execute(events_table.insert().values(**values)).inserted_primary_key[0])
+
+    return dataclasses.replace(event, id=retrying(insert, "add_event"))
 
 
 def list_events(store: Store, cid: str, limit: int) -> list[Event]:
@@ -136,6 +181,30 @@ def list_events(store: Store, cid: str, limit: int) -> list[Event]:
         events = [event_record(row) for row in conn.execute(stmt)]
     events.reverse()
     return events
+
+
+def changes(
+    store: Store, cid: str, after_seq: int, summary_id: int | None, limit: int | None
+) -> Changes:
+    """Two index range reads: messages by (conversation_id, seq), the newest summary by
+    (conversation_id, id); the cost follows the new rows, never the history."""
+    check_limit(after_seq, "after_seq")
+    m, s = messages_table, summaries_table
+    stmt = sa.select(m).where(m.c.conversation_id == cid, m.c.seq > after_seq).order_by(m.c.seq)
+    if limit is not None:
+        stmt = stmt.limit(check_limit(limit, "limit") + 1)
+    newer = sa.select(s).where(s.c.conversation_id == cid)
+    if summary_id is not None:
+        newer = newer.where(s.c.id > summary_id)
+    with store._tx(write=False, snapshot=True) as conn:
+        rows = [message_record(r) for r in conn.execute(stmt)]
+        row = conn.execute(newer.order_by(s.c.id.desc()).limit(1)).first()
+    more = limit is not None and len(rows) > limit
+    return Changes(
+        messages=tuple(rows[:limit] if more else rows),
+        summary=None if row is None else summary_record(row),
+        more=more,
+    )
 
 
 def load(

@@ -3,7 +3,8 @@
 The bodies of ``Store.append_message``, ``Store._bulk_append`` and ``Store.update_message``;
 the methods' docstrings describe the behaviour. Each message of a conversation gets the next
 ``seq``: appends to one conversation are serialised (a row lock on PostgreSQL, the write lock
-on SQLite), and a writer that still loses the race to a seq retries with a fresh one.
+on SQLite), and a writer that still loses the race to a seq retries with a fresh one, as
+does one that timed out waiting for a pooled connection or the lock (``TransientError``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from chatmem.errors import NotFoundError, StoreError
-from chatmem.store.engine import _UniqueViolation
+from chatmem.store.engine import TRANSIENT_ATTEMPTS, TransientError, _UniqueViolation, retrying
 from chatmem.store.queries import insert_messages, lock_conversation, touch
 from chatmem.store.records import (
     MAX_CONTENT_CHARS,
@@ -54,8 +55,11 @@ def next_seq(conn: Connection, cid: str) -> int:
 
 def append_message(store: Store, cid: str, row: dict[str, Any]) -> StoredMessage:
     """``row``: the checked values of the new message (``records.message_values``)."""
-    last_error: _UniqueViolation | None = None
-    for attempt in range(1, APPEND_ATTEMPTS + 1):
+    last_error: StoreError | None = None
+    waits = 0
+    attempt = 0
+    while attempt < APPEND_ATTEMPTS:
+        attempt += 1
         try:
             with store._tx(write=True) as conn:
                 lock_conversation(conn, cid)
@@ -65,6 +69,14 @@ def append_message(store: Store, cid: str, row: dict[str, Any]) -> StoredMessage
                 result = conn.execute(messages_table.insert().values(**values))
                 message_id = result.inserted_primary_key[0]
                 touch(conn, cid, created)
+        except TransientError as exc:
+            waits += 1
+            if waits >= TRANSIENT_ATTEMPTS:
+                raise
+            log.warning("append_message: %s (attempt %d of %d)", exc, waits, TRANSIENT_ATTEMPTS)
+            time.sleep(random.uniform(0.05, 0.2) * waits)
+            attempt -= 1  # a wait that ran out is not a lost race
+            continue
         except _UniqueViolation as exc:
             last_error = exc
             log.warning(
@@ -84,6 +96,10 @@ def append_message(store: Store, cid: str, row: dict[str, Any]) -> StoredMessage
 
 def bulk_append(store: Store, cid: str, items: Iterable[Mapping[str, Any]]) -> int:
     rows = [message_values(**item) for item in items]
+    return retrying(lambda: _bulk_insert(store, cid, rows), "bulk append")
+
+
+def _bulk_insert(store: Store, cid: str, rows: list[dict[str, Any]]) -> int:
     with store._tx(write=True) as conn:
         lock_conversation(conn, cid)
         first = store._next_seq(conn, cid)

@@ -18,7 +18,7 @@ IN_CHUNK: Final = 500
 """Values per ``IN (...)`` list when looking messages up by seq."""
 
 _INSERT_CHUNK: Final = 1_000
-"""Rows per multi-row INSERT of messages (10 columns: well under SQLite's 32,766 parameters)."""
+"""Rows per multi-row INSERT of messages (11 columns: well under SQLite's 32,766 parameters)."""
 
 
 def get_conversation(conn: Connection, cid: str) -> ConversationInfo | None:
@@ -89,10 +89,12 @@ def insert_messages(conn: Connection, rows: list[dict[str, Any]]) -> None:
     about 10 times longer. The SQL is written here rather than by SQLAlchemy, which takes
     longer to compile a 1,000-row VALUES list than SQLite takes to run it.
     """
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    if any(len(row) != len(columns) for row in rows):  # e.g. only some carry reply_to
+        rows = [{column: row.get(column) for column in columns} for row in rows]
     if conn.dialect.name != "sqlite":
         conn.execute(messages_table.insert(), rows)
         return
-    columns = list(rows[0])
     unknown = set(columns) - set(messages_table.c.keys())
     assert not unknown, unknown  # the names are ours, never user input
     one_row = "(" + ", ".join("?" * len(columns)) + ")"

@@ -75,6 +75,7 @@ class StoredMessage(ConversationRow):
     tokens: int | None
     status: str
     usage: dict[str, Any] | None
+    reply_to: int | None = None  # a reply: the seq of the user message it answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,26 @@ class StoredSummary(ConversationRow):
     covers_seq: int
     model: str | None
     usage: dict[str, Any] | None
+    extends_id: int | None = None  # the version this one was folded on top of
+    input_runs: tuple[tuple[int, int], ...] | None = None  # seqs read, as (first, last) runs
+
+    @property
+    def input_seqs(self) -> frozenset[int] | None:
+        """The seqs of the messages this version's fold read (None: not recorded)."""
+        if self.input_runs is None:
+            return None
+        return frozenset(seq for first, last in self.input_runs for seq in range(first, last + 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What others wrote to a conversation since a session last looked (``Store.changes``):
+    the messages after ``after_seq``, oldest first, and the newest summary version if it is
+    newer than the one the session knows. ``more`` is True when ``limit`` cut the messages."""
+
+    messages: tuple[StoredMessage, ...]
+    summary: StoredSummary | None
+    more: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +214,26 @@ def message_record(row: Any) -> StoredMessage:
     return StoredMessage(**_with_usage(row))
 
 
+def seq_runs(seqs: Iterable[int]) -> list[list[int]]:
+    """Seqs as sorted ``[first, last]`` runs of consecutive numbers (compact JSON)."""
+    runs: list[list[int]] = []
+    for seq in sorted(set(seqs)):
+        if runs and runs[-1][1] == seq - 1:
+            runs[-1][1] = seq
+        else:
+            runs.append([seq, seq])
+    return runs
+
+
+def _runs(text: str | None) -> tuple[tuple[int, int], ...] | None:
+    value = loads(text)
+    return None if value is None else tuple((int(a), int(b)) for a, b in value)
+
+
 def summary_record(row: Any) -> StoredSummary:
-    return StoredSummary(**_with_usage(row))
+    values = _with_usage(row)
+    values["input_runs"] = _runs(values.pop("input_seqs", None))
+    return StoredSummary(**values)
 
 
 def _with_usage(row: Any) -> dict[str, Any]:
@@ -374,6 +413,7 @@ def message_values(
     name: object = None,
     status: object = "ok",
     usage: object = None,
+    reply_to: object = None,
 ) -> dict[str, Any]:
     """The checked column values of a new message (the arguments of ``append_message``)."""
     check(role_problem(role), "role")
@@ -385,7 +425,11 @@ def message_values(
     check(status_problem(status), "status")
     if usage is not None:
         check(json_object_problem(usage), "usage")
-    return {
+    values: dict[str, Any] = {}
+    if reply_to is not None:  # only then named: a database before migration 6 lacks the column
+        check(count_problem(reply_to, minimum=1), "reply_to")
+        values["reply_to"] = reply_to
+    return values | {
         "role": role,
         "content": content,
         "name": name,

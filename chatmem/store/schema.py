@@ -12,6 +12,10 @@ Layout of the data:
   table ``messages_fts``, kept in sync by triggers on ``messages``; on PostgreSQL a GIN index,
   since migration 5 on ``to_tsvector('english', left(content, PG_INDEXED_CHARS))`` (the head
   of a message that fits PostgreSQL's 1 MB tsvector limit; migration 3 indexed all of it).
+- Migration 6: ``messages.reply_to`` (a reply's question: the seq of the user message it
+  answers), and per summary version ``extends_id`` (the version it was folded on top of) and
+  ``input_seqs`` (the seqs it read, as JSON ``[[first, last], ...]`` runs), so a fold commits by
+  compare-and-set and its coverage can be checked.
 - ``embeddings`` (migration 4): one vector per message and embedding model, for hybrid recall
   (``add_embeddings``, ``embeddings``): float32 little-endian bytes, the same on both backends.
 
@@ -82,8 +86,12 @@ def _conversation_rows(name: str, columns: str) -> sa.Table:
 
 
 conversations_table = _table("conversations", "id* title created_at updated_at settings owner")
-messages_table = _conversation_rows("messages", "seq:int role content name tokens:int status usage")
-summaries_table = _conversation_rows("summaries", "text tokens:int covers_seq:int model usage")
+messages_table = _conversation_rows(
+    "messages", "seq:int role content name tokens:int status usage reply_to:int"
+)
+summaries_table = _conversation_rows(
+    "summaries", "text tokens:int covers_seq:int model usage extends_id:bigint input_seqs"
+)
 events_table = _conversation_rows("events", "kind data")
 embeddings_table = _table(
     "embeddings",
@@ -342,6 +350,31 @@ def _v5_bounded_search_index(conn: Connection, backend: str) -> None:
             conn.exec_driver_sql(statement)
 
 
+# Version 6: replies know their question, summary versions know what they extend and read.
+#
+# ``messages.reply_to`` is the seq of the user message a reply answers (NULL for a user
+# message, and for replies stored before version 6: they pair with the question before them).
+# ``summaries.extends_id`` is the id of the version a fold was built on (NULL for the first);
+# ``input_seqs`` lists the seqs of the messages the fold read, as JSON runs. No foreign keys:
+# both point inside the same conversation, whose deletion cascades to every row anyway.
+_V6_DDL = (
+    "ALTER TABLE messages ADD COLUMN reply_to INTEGER",
+    "ALTER TABLE summaries ADD COLUMN extends_id BIGINT",
+    "ALTER TABLE summaries ADD COLUMN input_seqs TEXT",
+)
+
+
+def _v6_links(conn: Connection, backend: str) -> None:
+    for table, column, statement in zip(
+        ("messages", "summaries", "summaries"),
+        ("reply_to", "extends_id", "input_seqs"),
+        _V6_DDL,
+        strict=True,
+    ):
+        if column not in {c["name"] for c in sa.inspect(conn).get_columns(table)}:
+            conn.exec_driver_sql(statement)
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema step. ``apply(conn, backend)`` must be idempotent (IF NOT EXISTS...)."""
@@ -358,6 +391,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(3, "full-text index of message content", _v3_search_index),
     Migration(4, "message embeddings for hybrid recall", _v4_embeddings),
     Migration(5, "full-text index of the first 100,000 characters", _v5_bounded_search_index),
+    Migration(6, "reply links, summary lineage and inputs", _v6_links),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 

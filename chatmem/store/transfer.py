@@ -90,6 +90,7 @@ def export_json(store: Store, cid: str) -> dict[str, Any]:
                 "status": msg.status,
                 "usage": msg.usage,
                 "created_at": format_time(msg.created_at),
+                "reply_to": msg.reply_to,
             }
             for msg in messages
         ],
@@ -115,6 +116,25 @@ def export_json(store: Store, cid: str) -> dict[str, Any]:
     }
 
 
+def paired(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Exported messages in transcript order: each reply right after the question it answers
+    (its ``reply_to``), so tabs that interleaved read as whole exchanges; a reply with no link
+    (stored before links existed) stays where it is, after the question before it."""
+    questions = {m["seq"] for m in messages if m["role"] == "user"}
+    answers: dict[int, list[dict[str, Any]]] = {}
+    for m in messages:
+        if m.get("reply_to") in questions and m["role"] != "user":
+            answers.setdefault(m["reply_to"], []).append(m)
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.get("reply_to") in questions and m["role"] != "user":
+            continue  # placed with its question
+        out.append(m)
+        if m["role"] == "user":
+            out.extend(answers.get(m["seq"], ()))
+    return out
+
+
 def _human_time(iso: str) -> str:
     return parse_time(iso).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -130,7 +150,7 @@ def export_markdown(store: Store, cid: str) -> str:
         f"{len(doc['messages'])} messages._",
         "",
     ]
-    for msg in doc["messages"]:
+    for msg in paired(doc["messages"]):
         label = f"**{msg['role'].capitalize()}**"
         if msg["name"]:
             label += f" ({msg['name']})"

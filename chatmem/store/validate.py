@@ -73,7 +73,7 @@ _TOP_OPTIONAL: Final = ("summaries", "events", "exported_at")
 _CONVERSATION_FIELDS: Final = (("title",), ("id", "created_at", "updated_at", "settings", "owner"))
 _MESSAGE_FIELDS: Final = (
     ("seq", "role", "content"),
-    ("name", "tokens", "status", "usage", "created_at"),
+    ("name", "tokens", "status", "usage", "created_at", "reply_to"),
 )
 _MESSAGE_KEYS: Final = frozenset(_MESSAGE_FIELDS[0] + _MESSAGE_FIELDS[1])
 _SUMMARY_FIELDS: Final = (("text", "tokens", "covers_seq"), ("model", "usage", "created_at"))
@@ -297,6 +297,7 @@ class _Validator:
                 and _plain(content, MAX_CONTENT_CHARS)
                 and (name is None or (type(name) is str and _plain(name, MAX_NAME_CHARS)))
                 and (tokens is None or (type(tokens) is int and 0 <= tokens <= MAX_INT))
+                and raw.get("reply_to") is None
             ):
                 seqs[seq] = index
                 return {
@@ -308,6 +309,7 @@ class _Validator:
                     "status": status,
                     "usage": self.json_object(raw.get("usage"), at, "usage"),
                     "created_at": self.time(raw.get("created_at"), at, "created_at"),
+                    "reply_to": None,
                 }
         msg = self.obj(raw, at, *_MESSAGE_FIELDS)
         seq = self.count(msg["seq"], at, "seq", minimum=1)
@@ -328,6 +330,7 @@ class _Validator:
             "status": status,
             "usage": self.json_object(msg.get("usage"), at, "usage"),
             "created_at": self.time(msg.get("created_at"), at, "created_at"),
+            "reply_to": self.count(msg.get("reply_to"), at, "reply_to", minimum=1, optional=True),
         }
 
     def covers(self, at: str, covers: object, seqs: dict[int, int]) -> None:

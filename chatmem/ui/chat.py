@@ -32,6 +32,7 @@ STATUS_NOTES = {
     "incomplete": "Cut off before it finished.",
     "too_long": "Not sent: too long for the budget.",
     "failed": "Failed: not sent to the model.",
+    "unsaved": "Not saved, so not sent: Retry sends it again.",
 }
 
 
@@ -193,7 +194,10 @@ def _send_user(sess: ChatSession, text: str) -> bool:
         show_id_in_url(sess)
         return False
     except StoreError as exc:
+        sess.add("user", text, "unsaved")  # kept on screen; Retry sends it again
+        sess.unsaved = text
         sess.notice = f"The message could not be saved, so it was not sent: {exc}"
+        sess.can_retry = True
         return False
     except ValueError as exc:  # empty or blank
         sess.notice = str(exc)

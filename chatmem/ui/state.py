@@ -66,6 +66,7 @@ class ChatSession:
     seen_events: int = 0  # events already toasted
     busy: bool = False  # a reply is being produced; the chat input is disabled
     pending: str | None = None  # user text submitted, not yet sent
+    unsaved: str | None = None  # user text the store could not take: shown, sent again by Retry
     retry: bool = False  # the next run re-asks for the newest message's reply
     error: str | None = None  # one sentence: why the last reply failed
     can_retry: bool = False
@@ -90,10 +91,15 @@ class ChatSession:
         Clears the last problem; a new message also clears the offer to retry.
         """
         self.busy = True
-        self.retry = text is None
         self.error = None
         self.notice = None
+        if text is None and self.unsaved is not None:  # Retry sends the unsaved message again
+            text, self.unsaved = self.unsaved, None
+            if self.transcript and self.transcript[-1].get("status") == "unsaved":
+                self.transcript.pop()
+        self.retry = text is None
         if text is not None:
+            self.unsaved = None  # a new message replaces the offer to resend the unsaved one
             self.pending = text
             self.can_retry = False
 

@@ -185,3 +185,18 @@ def test_terms_compares_both_ways_on_every_size(tmp_path: Path) -> None:
         assert re.match(TIME, cells[1]) and re.match(TIME, cells[2]), cells
         assert cells[4] == "yes", cells  # the same terms as the list version
     assert all(r["same_terms"] for r in data["rows"])
+
+
+def test_shared_measures_catch_up_and_commits_on_every_size(tmp_path: Path) -> None:
+    from bench import bench_shared
+
+    markdown, data = run_script(bench_shared, tmp_path, "--no-chart", "--postgres-url", "")
+    rows = [r for r in markdown.splitlines() if r.startswith("| sqlite |")]
+    assert [r.split("|")[2].strip() for r in rows] == [f"{n:,}" for n in bench_shared.QUICK_SIZES]
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert re.match(TIME, cells[2]) and re.match(TIME, cells[4]), cells
+        assert cells[3].endswith("×") and cells[5].endswith("×"), cells
+    for result in data["results"]:
+        assert len(result["catch_up"]) == 5
+        assert len(result["commit"]) == bench_shared.FOLDERS * bench_shared.COMMITS

@@ -17,6 +17,7 @@ from chatmem import ChatMemory, OpenAIChat, Settings
 from chatmem import store as store_module
 from chatmem.events import Event, EventKind
 from chatmem.store import ImportValidationError, Store, queries, stream, transfer, validate
+from chatmem.sync import FOLD_READ_LIMIT
 
 
 def valid_doc() -> dict[str, Any]:
@@ -596,17 +597,26 @@ def test_a_large_imported_conversation_resumes_bounded_and_recalls(fake, store: 
     assert seqs == list(range(n - len(seqs) + 1, n + 1))  # the newest, none missing
     assert bot.ask("What is my name?") == "Your name is Sam."
     assert [r.seq for r in bot.last_context.recalled][:1] == [1]
-    # the fold after that turn covers what the memory held, and the next resume starts there
+    # the fold after that turn reads the oldest unfolded messages from the store (at most
+    # FOLD_READ_LIMIT) and covers exactly those: a summary never claims what it did not read
     summary = bot.current_summary
-    assert summary is not None and summary.covers_seq > n - len(seqs)
-    assert store.list_summaries(cid)[-1].covers_seq == summary.covers_seq
+    assert summary is not None and summary.covers_seq == FOLD_READ_LIMIT
+    assert "The user's name is Sam." in summary.text
+    stored = store.list_summaries(cid)[-1]
+    assert stored.covers_seq == summary.covers_seq
+    assert stored.input_seqs == frozenset(range(1, FOLD_READ_LIMIT + 1))
+    held = [m.seq for m in bot.memory.messages]
+    bot.ask("Tell me about the weather.")  # the next fold goes on from there
+    assert bot.current_summary.covers_seq == 2 * FOLD_READ_LIMIT
+    assert [m.seq for m in bot.memory.messages][: len(held)] == held  # the tail stays held
+    summary = bot.current_summary
     bot.close()
     again = ChatMemory.resume(store, cid, model=model, settings=Settings(), background=False)
     assert again.current_summary is not None
     assert (again.summary, again.current_summary.covers_seq) == (summary.text, summary.covers_seq)
-    assert [m.seq for m in again.memory.messages] == [
-        m.seq for m in store.messages(cid, after_seq=summary.covers_seq)
-    ]
+    resumed = [m.seq for m in again.memory.messages]
+    assert 0 < len(resumed) <= 2 * 600 // 4 + 1
+    assert resumed == list(range(n + 5 - len(resumed), n + 5))  # the newest, none missing
     assert again.ask("What is my name?") == "Your name is Sam."
     again.close()
 

@@ -126,7 +126,7 @@ def test_migration_5_moves_postgresql_to_the_bounded_index(store_url: str) -> No
         if old.backend == "postgresql":
             assert "ix_messages_content_fts" in _indexes(old)
     with Store(store_url) as store:
-        assert store.schema_version == MIGRATIONS[-1].version == 5
+        assert store.schema_version == MIGRATIONS[-1].version >= 5
         if store.backend == "postgresql":
             names = _indexes(store)
             assert "ix_messages_content_fts_head" in names
@@ -151,6 +151,6 @@ def test_a_version_2_database_with_a_long_message_upgrades(store_url: str) -> No
         cid = old.create_conversation().id
         old.append_message(cid, "user", text)
     with Store(store_url) as store:
-        assert store.schema_version == 5
+        assert store.schema_version == MIGRATIONS[-1].version
         assert [hit.seq for hit in store.search_messages(cid, "zebra")] == [1]
         assert store.messages(cid)[0].content == text
