@@ -32,6 +32,9 @@ class TurnStat:
     prompt_reported: int | None
     completion_reported: int | None
     at: float = field(default_factory=time.time)
+    # who counted ``prompt_reported``: "server" (its usage), "tokenizer" (the server's
+    # tokenizer after a stream that carried none), "non-streamed call"; "" when nobody did
+    counted_by: str = "server"
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from chatmem.journal import Journal
 from chatmem.memory import ROLES, Context, FoldPlan, Memory, Message, Recalled, Summary
 from chatmem.models import ChatModel, ReplyStream, Usage
 from chatmem.recall import HybridRecall, RecallIndex
+from chatmem.servers import after_overflow
 from chatmem.store import history as store_history
 from chatmem.summarize import Summarizer
 from chatmem.text import clean_message, title_from
@@ -309,6 +310,8 @@ class ChatMemory(SessionView):
         However the reply ends, :meth:`_finish_reply` runs once: the reply (or the part that
         arrived) is stored and a fold is scheduled, even when the consumer stops early.
         """
+        if getattr(self.model, "interrupts", False):  # a new request would end the fold's
+            self.wait_for_fold()
         with self._lock:
             reply = _Reply(self._context())
         self._record_request(reply.context)
@@ -334,20 +337,14 @@ class ChatMemory(SessionView):
                     reply.error = exc
                     raise
                 shrunk = True
-                # the server counts differently from us: shrink by its overflow and retry
-                over = exc.overflow if exc.overflow and exc.overflow > 0 else 0
-                total = reply.context.budget.total
-                limit = total - over - (16 + total // 20)
-                self._record(
-                    EventKind.CONTEXT_SHRUNK,
-                    f"The server said the request was {over} tokens too long; "
-                    f"retrying with a {limit}-token budget.",
-                    overflow=over,
-                    limit=limit,
+                # the server counts differently from us: shrink by its own count and retry
+                limit, note, figures = after_overflow(
+                    exc, reply.context.budget.total, self.model, self.memory
                 )
-                try:
+                self._record(EventKind.CONTEXT_SHRUNK, note, **figures)
+                try:  # no budget left (None) is a budget of 0: nothing fits
                     with self._lock:
-                        reply.context = self._context(limit=limit)
+                        reply.context = self._context(limit=limit or 0)
                 except ContextOverflow:
                     reply.error = exc
                     raise exc from None
@@ -395,13 +392,16 @@ class ChatMemory(SessionView):
                 id=stored.id if stored else None,
             )
             self.recall_index.add(msg.seq, "assistant", text)
+            reported = usage.prompt_tokens if usage else None
+            self.model.counter.observe(context.budget.total, reported)  # drift, calibration
             self._stats.append(
                 TurnStat(
                     "chat",
                     msg.seq,
                     context.budget.total,
-                    usage.prompt_tokens if usage else None,
+                    reported,
                     usage.completion_tokens if usage else None,
+                    counted_by=usage.source if usage else "",
                 )
             )
         if isinstance(self.recall_index, HybridRecall):
@@ -555,6 +555,8 @@ class ChatMemory(SessionView):
             recalled = self.recall_index.search(
                 newest.content, before_seq=newest.seq, limit=RECALL_LIMIT
             )
+        if limit is None:  # a calibrated estimate budgets below max_tokens, by what it measured
+            limit = mem.counter.limit_for(mem.max_tokens)
         return mem.context(recalled or [], limit=limit)
 
     # -- plumbing ------------------------------------------------------------------------
