@@ -203,6 +203,20 @@ class SessionView:
         return self.model.label
 
     @property
+    def counter_exactness(self) -> str:
+        """How exact the token counts are: "exact (server tokenizer)", "exact (local
+        tokenizer)" or "estimated, ±x% measured" (the largest drift seen from the server's
+        reported counts)."""
+        return self.memory.counter.exactness
+
+    @property
+    def model_notice(self) -> str | None:
+        """What the user should know about the model from the start (an unknown model, a
+        context window the server does not publish), as the CLI prints it."""
+        notice = getattr(self.model, "notice", None)
+        return notice if isinstance(notice, str) and notice else None
+
+    @property
     def store(self) -> Store | None:
         return self._journal.store
 
