@@ -47,7 +47,7 @@ from chatmem import ChatMemory, Settings
 from chatmem.models import LocalChat, OpenAIChat, ReplyStream, Usage, local_model_path
 from chatmem.servers import ServerProfile
 from chatmem.summarize import SUMMARY_SYSTEM_PROMPT
-from chatmem.tokens import TokenCounter, counter_for_model
+from chatmem.tokens import CalibratedCounter, TokenCounter, counter_for_model
 
 NAME = "bench_drift"
 TURNS, QUICK_TURNS = 40, 8
@@ -198,15 +198,23 @@ def llama_kind(pairs: list[tuple[str, str]], log: Path) -> dict[str, Any]:
             got = httpx.post(f"{root}/extras/tokenize", json={"input": prompt}, timeout=60).json()
             return len(got["tokens"])
 
-        for when in ("before", "after"):
-            probed = OpenAIChat("local", base_url=url, max_retries=0, context_window=N_CTX)
-            profile: ServerProfile = probed.profile
-            counter = counter_for_model("gpt-4o") if when == "before" else profile.counter
-            usage = profile.count_prompt if when == "after" else (lambda m: None)
-            model = Scripted("local", counter, N_CTX, usage or (lambda m: None))
+        probed = OpenAIChat("local", base_url=url, max_retries=0, context_window=N_CTX)
+        profile: ServerProfile = probed.profile
+        plain = counter_for_model("gpt-4o")
+        variants: dict[str, tuple[TokenCounter, Callable[..., int | None]]] = {
+            "before": (plain, lambda m: None),
+            "after": (profile.counter, profile.count_prompt or (lambda m: None)),
+            # as if the server had no tokenize route but reported usage: tiktoken calibrated
+            "calibrated": (CalibratedCounter(plain._encode_len), server_count),
+        }
+        for when, (counter, usage) in variants.items():
+            model = Scripted("local", counter, N_CTX, usage)
             rows = run_session(model, pairs, server_count)
             out[when] = summarise(rows)
             out[f"{when}_label"] = counter.exactness
+            if when == "calibrated":
+                out["calibrated"]["factor"] = counter.factor  # type: ignore[attr-defined]
+                continue
             client = openai.OpenAI(base_url=url, api_key="none", timeout=600)
             checks = []
             for row in sorted(rows, key=lambda r: r["server"])[-CHECKED_CALLS:]:
@@ -264,9 +272,14 @@ def run_bench(args: argparse.Namespace) -> Report:
     results["fake OpenAI-compatible server, unknown model"] = fake_kind(pairs)
     print("  fake server done", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        results[f"llama-cpp-python server (--n_ctx {N_CTX})"] = llama_kind(
-            pairs, Path(tmp) / "server.log"
-        )
+        server = llama_kind(pairs, Path(tmp) / "server.log")
+    results[f"llama-cpp-python server (--n_ctx {N_CTX})"] = server
+    calibrated = server["calibrated"]
+    results["the same server, counted as an unknown one (calibrated tiktoken)"] = {
+        "before": server["before"],
+        "after": server["calibrated"],
+        "after_label": f"{server['calibrated_label']}, budget ÷ {calibrated['factor']:.2f}",
+    }
     print("  llama-cpp-python server done", flush=True)
     results["bundled model, in-process"] = local_kind(pairs)
     print("  bundled model done", flush=True)

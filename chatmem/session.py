@@ -274,13 +274,12 @@ class ChatMemory(SessionView):
 
     # -- the turn loop -------------------------------------------------------------------
     def add_user_message(self, text: str) -> Message:
-        """Store and remember the user's message. Raises ValueError or ContextOverflow.
-
-        The message is written to the store first, even when it is too large to send.
-        """
+        """Store and remember the user's message (first, even when it is too large to send).
+        Raises ValueError or ContextOverflow."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError("The message is empty.")
         text = clean_message(text)
+        self._spare_fold()  # counting may ask the server's tokenize route
         with self._lock:
             self._journal.create(self._settings_record(), self.owner)
             if self._journal.active and not self.memory.messages and self.title == NEW_TITLE:
@@ -310,8 +309,7 @@ class ChatMemory(SessionView):
         However the reply ends, :meth:`_finish_reply` runs once: the reply (or the part that
         arrived) is stored and a fold is scheduled, even when the consumer stops early.
         """
-        if getattr(self.model, "interrupts", False):  # a new request would end the fold's
-            self.wait_for_fold()
+        self._spare_fold()
         with self._lock:
             reply = _Reply(self._context())
         self._record_request(reply.context)
@@ -394,16 +392,9 @@ class ChatMemory(SessionView):
             self.recall_index.add(msg.seq, "assistant", text)
             reported = usage.prompt_tokens if usage else None
             self.model.counter.observe(context.budget.total, reported)  # drift, calibration
-            self._stats.append(
-                TurnStat(
-                    "chat",
-                    msg.seq,
-                    context.budget.total,
-                    reported,
-                    usage.completion_tokens if usage else None,
-                    counted_by=usage.source if usage else "",
-                )
-            )
+            done, by = (usage.completion_tokens, usage.source) if usage else (None, "")
+            stat = TurnStat("chat", msg.seq, context.budget.total, reported, done, counted_by=by)
+            self._stats.append(stat)
         if isinstance(self.recall_index, HybridRecall):
             self.recall_index.after_turn()  # embeds the reply off the reply's path
 
@@ -450,6 +441,11 @@ class ChatMemory(SessionView):
                 )
             self._fold = self._executor.submit(self._run_fold, plan)
             return True
+
+    def _spare_fold(self) -> None:
+        """On a server where any new request ends the one in progress, wait for the fold."""
+        if getattr(self.model, "interrupts", False):
+            self.wait_for_fold()
 
     def wait_for_fold(self, timeout: float | None = None) -> None:
         """Block until a running fold (if any) has finished."""
