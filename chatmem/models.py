@@ -298,7 +298,6 @@ class OpenAIChat:
     def _events(
         self, messages: list[dict[str, Any]], max_reply_tokens: int
     ) -> Iterator[str | Usage]:
-        import httpx
         import openai
 
         where = describe_server(self.base_url)
@@ -327,7 +326,7 @@ class OpenAIChat:
                             yield choice.delta.content
                         if choice.finish_reason:
                             finished = True
-            except (openai.APIConnectionError, httpx.HTTPError):
+            except Exception:  # the connection dropped: before any data, ask why below
                 if chunks:
                     raise
             if not chunks:

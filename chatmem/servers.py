@@ -23,7 +23,6 @@ the template's fixed overhead is measured once on a short probe conversation.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import threading
@@ -90,12 +89,13 @@ def server_root(base_url: str) -> str:
 
 
 class _Http:
-    """Small JSON requests that never raise: None for any failure."""
+    """Small JSON requests (the standard library's, so a probe imports nothing heavy) that
+    never raise: None for any failure."""
 
     def __init__(self, root: str, headers: Mapping[str, str], timeout: float) -> None:
-        import httpx
-
-        self._client = httpx.Client(base_url=root, headers=dict(headers), timeout=timeout)
+        self._root = root.rstrip("/")
+        self._headers = {"Accept": "application/json", **headers}
+        self._timeout = timeout
 
     def get(self, path: str) -> Any:
         return self._send("GET", path, None)
@@ -110,17 +110,24 @@ class _Http:
         payload: Mapping[str, Any] | None,
         timeout: float | None = None,
     ) -> Any:
+        import json
+        import urllib.request
+
+        data = None if payload is None else json.dumps(payload).encode("utf-8")
+        headers = dict(self._headers)
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(
+            self._root + path, data=data, headers=headers, method=method
+        )
         try:
-            extra = {"timeout": timeout} if timeout else {}
-            response = self._client.request(method, path, json=payload, **extra)
-        except Exception as exc:  # connection refused, timeout, bad URL
-            log.debug("probe %s %s failed: %s", method, path, exc)
+            with urllib.request.urlopen(request, timeout=timeout or self._timeout) as response:
+                if response.status != 200:
+                    return None
+                return json.loads(response.read().decode("utf-8"))
+        except Exception as exc:  # refused, timeout, an HTTP error status, not JSON
+            log.debug("probe %s %s failed: %s", method, path, type(exc).__name__)
             return None
-        if response.status_code != 200:
-            return None
-        with contextlib.suppress(ValueError):
-            return response.json()
-        return None
 
 
 def render_template(template: str, bos: str = "", eos: str = "") -> Callable[[Messages, bool], str]:
