@@ -182,13 +182,22 @@ def fake_kind(pairs: list[tuple[str, str]]) -> dict[str, Any]:
 
 
 def llama_kind(pairs: list[tuple[str, str]], log: Path) -> dict[str, Any]:
-    import httpx
     import llama_cpp
-    import openai
 
     gguf = local_model_path()
     vocab = llama_cpp.Llama(model_path=str(gguf), vocab_only=True, verbose=False)
-    formatter = formatter_of(vocab)
+    try:
+        return _llama_runs(pairs, log, gguf, formatter_of(vocab))
+    finally:
+        vocab.close()  # before interpreter teardown, where its finalizer fails
+
+
+def _llama_runs(
+    pairs: list[tuple[str, str]], log: Path, gguf: Path, formatter: Any
+) -> dict[str, Any]:
+    import httpx
+    import openai
+
     out: dict[str, Any] = {}
     with llama_server(gguf, log, n_ctx=N_CTX, interrupt_requests=False) as url:
         root = url[: -len("/v1")]

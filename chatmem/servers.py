@@ -23,6 +23,8 @@ the template's fixed overhead is measured once on a short probe conversation.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import re
 import threading
@@ -177,6 +179,17 @@ def template_counter(
     return MessageCounter(encode, measure, overhead, label=label, source=source)
 
 
+_vocabs: list[Any] = []  # GGUF vocabularies loaded here, freed at exit
+
+
+@atexit.register
+def _close_vocabs() -> None:
+    """Free llama.cpp vocabularies before interpreter teardown (their finalizer fails later)."""
+    while _vocabs:
+        with contextlib.suppress(Exception):
+            _vocabs.pop().close()
+
+
 def _gguf_vocab(path: Path) -> tuple[Callable[[str], int], str | None, str, str] | None:
     """The tokenizer and chat template of a GGUF file read here (vocabulary only), or None."""
     try:
@@ -186,6 +199,7 @@ def _gguf_vocab(path: Path) -> tuple[Callable[[str], int], str | None, str, str]
     except Exception as exc:
         log.debug("could not read %s: %s", path, exc)
         return None
+    _vocabs.append(llm)
     template = llm.metadata.get("tokenizer.chat_template")
 
     def piece(token: int) -> str:
