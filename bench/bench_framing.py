@@ -223,7 +223,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def llama_server(model_path: Path, log_path: Path, wait: float = 120.0) -> Iterator[str]:
+def llama_server(
+    model_path: Path,
+    log_path: Path,
+    wait: float = 120.0,
+    *,
+    n_ctx: int = 2048,
+    interrupt_requests: bool = False,
+) -> Iterator[str]:
     """``python -m llama_cpp.server`` on a free 127.0.0.1 port; yields its ``/v1`` URL."""
     port = free_port()
     command = [
@@ -237,9 +244,9 @@ def llama_server(model_path: Path, log_path: Path, wait: float = 120.0) -> Itera
         "--port",
         str(port),
         "--n_ctx",
-        "2048",
+        str(n_ctx),
         "--interrupt_requests",
-        "False",
+        str(interrupt_requests),
     ]
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)

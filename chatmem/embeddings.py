@@ -93,7 +93,7 @@ class Embedder:
         if not model or not model.strip():
             raise ValueError("The embedding model name is empty.")
         # The same client as the chat model's: same key, URL credentials, timeout and retries.
-        self._client, base_url = openai_client(api_key, base_url, timeout, max_retries)
+        self._client, base_url, _ = openai_client(api_key, base_url, timeout, max_retries)
         self.name = model.strip()
         self.base_url = base_url
         self.timeout = timeout

@@ -52,6 +52,7 @@ class ModelError(ChatmemError):
         retry_after: float | None = None,
         limit: int | None = None,
         requested: int | None = None,
+        prompt_tokens: int | None = None,
         partial: str = "",
     ) -> None:
         user_message = user_message[:1].upper() + user_message[1:]
@@ -62,14 +63,16 @@ class ModelError(ChatmemError):
         self.retry_after = retry_after
         self.limit = limit
         self.requested = requested
+        self.prompt_tokens = prompt_tokens  # the prompt part, by the server's count
         self.partial = partial
 
     @property
     def overflow(self) -> int | None:
         """For a context-length error: how many tokens too many the server counted."""
-        if self.limit is None or self.requested is None:
+        counted = self.prompt_tokens if self.prompt_tokens is not None else self.requested
+        if self.limit is None or counted is None:
             return None
-        return self.requested - self.limit
+        return counted - self.limit
 
 
 class SummaryError(ChatmemError):

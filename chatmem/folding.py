@@ -24,6 +24,7 @@ from chatmem.events import Event, EventKind
 from chatmem.inspection import SummaryVersion, TurnStat
 from chatmem.journal import Journal
 from chatmem.memory import FoldPlan, Memory, Message, Summary
+from chatmem.models import ChatModel
 from chatmem.summarize import Summarizer, SummaryResult
 from chatmem.sync import StoreSync
 
@@ -36,6 +37,7 @@ class Folding:
     """Folding for a session (see the module docstring)."""
 
     memory: Memory
+    model: ChatModel
     summarizer: Summarizer
     background: bool
     fold_failures: int
@@ -78,6 +80,11 @@ class Folding:
                 )
             self._fold = self._executor.submit(self._run_fold, plan)
             return True
+
+    def _spare_fold(self) -> None:
+        """On a server where any new request ends the one in progress, wait for the fold."""
+        if getattr(self.model, "interrupts", False):
+            self.wait_for_fold()
 
     def wait_for_fold(self, timeout: float | None = None) -> None:
         """Block until a running fold (if any) has finished."""

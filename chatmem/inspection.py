@@ -32,6 +32,9 @@ class TurnStat:
     prompt_reported: int | None
     completion_reported: int | None
     at: float = field(default_factory=time.time)
+    # who counted ``prompt_reported``: "server" (its usage), "tokenizer" (the server's
+    # tokenizer after a stream that carried none), "non-streamed call"; "" when nobody did
+    counted_by: str = "server"
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,20 @@ class SessionView:
     @property
     def model_label(self) -> str:
         return self.model.label
+
+    @property
+    def counter_exactness(self) -> str:
+        """How exact the token counts are: "exact (server tokenizer)", "exact (local
+        tokenizer)" or "estimated, ±x% measured" (the largest drift seen from the server's
+        reported counts)."""
+        return self.memory.counter.exactness
+
+    @property
+    def model_notice(self) -> str | None:
+        """What the user should know about the model from the start (an unknown model, a
+        context window the server does not publish), as the CLI prints it."""
+        notice = getattr(self.model, "notice", None)
+        return notice if isinstance(notice, str) and notice else None
 
     @property
     def store(self) -> Store | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 from chatmem.config import check_credentials
 from chatmem.errors import ModelError
 from chatmem.redact import basic_token, redact, register, url_credentials, url_secrets
-from chatmem.tokens import ChatFormat, TokenCounter, counter_for_model
+from chatmem.servers import LLAMA_CPP_PYTHON_WINDOW, ServerProfile, context_overflow, probe
+from chatmem.tokens import ChatFormat, TokenCounter, counter_for_model, encoding_name_for_model
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class Usage:
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    source: str = "server"  # "server": as the server reported it; "tokenizer": counted after
 
     def as_dict(self) -> dict[str, int | None]:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
@@ -115,20 +116,16 @@ class ChatModel(Protocol):
 # --------------------------------------------------------------------------------------
 # OpenAI and compatible servers
 # --------------------------------------------------------------------------------------
-_CONTEXT_RE = re.compile(
-    r"maximum context length is (\d[\d,]*) tokens.*?(?:resulted in|requested) (\d[\d,]*) tokens",
-    re.IGNORECASE | re.DOTALL,
-)
-
-
 def describe_server(base_url: str | None) -> str:
     return "OpenAI" if not base_url else f"the server at {redact(base_url)}"
 
 
 def openai_client(
     api_key: str | None, base_url: str | None, timeout: float, max_retries: int
-) -> tuple[Any, str | None]:
-    """An openai SDK client for ``base_url`` (None: OpenAI) and that URL without credentials.
+) -> tuple[Any, str | None, dict[str, str]]:
+    """An openai SDK client for ``base_url`` (None: OpenAI), that URL without credentials,
+    and the Authorization header a plain HTTP request to the server needs (for the probes of
+    :mod:`chatmem.servers`; empty without credentials).
 
     The credentials are registered for scrubbing (see :mod:`chatmem.redact`). A user name and
     password in ``base_url`` leave the URL and go out explicitly as HTTP Basic auth (what httpx
@@ -154,7 +151,8 @@ def openai_client(
         max_retries=max_retries,
         default_headers=headers or None,
     )
-    return client, base_url
+    bearer = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return client, base_url, headers or bearer
 
 
 def error_from_openai(exc: Exception, where: str, partial: str = "", model: str = "") -> ModelError:
@@ -213,15 +211,18 @@ def error_from_openai(exc: Exception, where: str, partial: str = "", model: str 
         detail = body.get("error", body) if isinstance(body, dict) else {}
         message = str(detail.get("message", "")) if isinstance(detail, dict) else ""
         code = str(detail.get("code", "")) if isinstance(detail, dict) else ""
-        match = _CONTEXT_RE.search(message)
-        if code == "context_length_exceeded" or match:
-            limit = int(match.group(1).replace(",", "")) if match else None
-            requested = int(match.group(2).replace(",", "")) if match else None
+        if not message and isinstance(exc.body, str):
+            message = exc.body
+        overflow = context_overflow(message, detail if isinstance(detail, dict) else None)
+        if overflow is None and code == "context_length_exceeded":
+            overflow = context_overflow(code)
+        if overflow is not None:
             return ModelError(
                 f"The conversation was too long for the model's context window at {where}.",
                 kind="context_length",
-                limit=limit,
-                requested=requested,
+                limit=overflow.limit,
+                requested=overflow.requested,
+                prompt_tokens=overflow.prompt_tokens,
             )
         if exc.status_code >= 500:
             return ModelError(
@@ -251,18 +252,44 @@ class OpenAIChat:
         timeout: float = 60.0,
         max_retries: int = 2,
         context_window: int | None = None,
+        profile: ServerProfile | None = None,
     ) -> None:
-        self._client, base_url = openai_client(api_key, base_url, timeout, max_retries)
+        self._client, base_url, authorization = openai_client(
+            api_key, base_url, timeout, max_retries
+        )
         self.name = model
         self.base_url = base_url  # without a user name or password (sent as a header)
-        self.context_window = context_window or context_window_for(model) or DEFAULT_CONTEXT_WINDOW
-        self.counter = counter_for_model(model)
+        known = context_window_for(model)
+        tiktoken_counter = counter_for_model(model)
+        if profile is None:
+            profile = probe(
+                base_url,
+                model,
+                headers=authorization,
+                known_model=known is not None,
+                fallback=tiktoken_counter,
+            )
+        self.profile = profile
+        self.counter = profile.counter
+        self.interrupts = profile.interrupts  # a new request ends one in progress
+        guess = LLAMA_CPP_PYTHON_WINDOW if profile.kind == "llama-cpp-python" else None
+        self.context_window = (
+            context_window or profile.window or guess or known or DEFAULT_CONTEXT_WINDOW
+        )
         self.notice: str | None = None  # something the user should know at start
-        if context_window is None and context_window_for(model) is None:
+        if context_window is None and profile.window_note:
+            self.notice = profile.window_note
+        elif context_window is None and profile.window is None and known is None:
+            counted = (
+                f"estimates its tokens with {encoding_name_for_model(model)}, calibrated by what "
+                "the server reports,"
+                if not self.counter.exact
+                else f"counts its tokens with {self.counter.label}"
+            )
             self.notice = (
-                f"chatmem does not know the model {model!r}: it counts its tokens with "
-                f"{self.counter.label} and assumes a {self.context_window:,}-token context "
-                "window (set CHATMEM_CONTEXT_WINDOW if that is wrong)."
+                f"chatmem does not know the model {model!r}: it {counted} and assumes a "
+                f"{self.context_window:,}-token context window (set CHATMEM_CONTEXT_WINDOW if "
+                "that is wrong)."
             )
         where = f" at {redact(base_url)}" if base_url else " (OpenAI)"
         self.label = f"{model}{where}"
@@ -291,22 +318,49 @@ class OpenAIChat:
                 stream_options={"include_usage": True},
                 **{limit_arg: max_reply_tokens},
             )
-            finished = False
-            for chunk in stream:
-                if chunk.usage is not None:
-                    yield Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                for choice in chunk.choices:
-                    if choice.delta and choice.delta.content:
-                        produced.append(choice.delta.content)
-                        yield choice.delta.content
-                    if choice.finish_reason:
-                        finished = True
+            finished = reported = False
+            chunks = 0
+            try:
+                for chunk in stream:
+                    chunks += 1
+                    if chunk.usage is not None:
+                        reported = True
+                        yield Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    for choice in chunk.choices:
+                        if choice.delta and choice.delta.content:
+                            produced.append(choice.delta.content)
+                            yield choice.delta.content
+                        if choice.finish_reason:
+                            finished = True
+            except Exception:  # the connection dropped: before any data, ask why below
+                if chunks:
+                    raise
+            if not chunks:
+                # llama-cpp-python answers an over-long streamed request with a 200 and no
+                # data (or a dropped connection): ask once, not streamed, for one token, to
+                # hear the server's reason (a context-length error raises here)
+                stream.close()
+                for attempt in (1, 2):  # the server may drop the connection it kept alive
+                    try:
+                        self._client.chat.completions.create(
+                            model=self.name,
+                            messages=messages,  # type: ignore[arg-type]
+                            **{limit_arg: 1},
+                        )
+                        break
+                    except openai.APIConnectionError:
+                        if attempt == 2:
+                            raise
             if not finished:
                 raise ModelError(
                     f"The reply from {where} was cut off before it finished.",
                     kind="incomplete",
                     partial="".join(produced),
                 )
+            if not reported:
+                usage = self._counted_usage(messages, "".join(produced))
+                if usage is not None:
+                    yield usage
         except openai.OpenAIError as exc:
             raise error_from_openai(exc, where, "".join(produced), self.name) from exc
         except Exception as exc:  # a transport failure while reading the stream
@@ -317,6 +371,29 @@ class OpenAIChat:
                 kind="incomplete",
                 partial="".join(produced),
             ) from exc
+
+    def _counted_usage(self, messages: list[dict[str, Any]], reply: str) -> Usage | None:
+        """Usage for a stream that carried none: the whole request counted by the server's
+        tokenizer where it has one, else (once, to calibrate an estimate) a one-token
+        non-streamed call, which reports it."""
+        count = self.profile.count_prompt
+        try:
+            if count is not None:
+                return Usage(count(messages), self.counter.text(reply), source="tokenizer")
+            if self.counter.exact or self.counter.drift.calls:
+                return None
+            limit_arg = "max_completion_tokens" if self.base_url is None else "max_tokens"
+            answer = self._client.chat.completions.create(
+                model=self.name,
+                messages=messages,  # type: ignore[arg-type]
+                **{limit_arg: 1},
+            )
+        except Exception as exc:  # the reply arrived; only its figures are missing
+            log.info("could not count the request's tokens after the reply: %s", exc)
+            return None
+        if answer.usage is None:
+            return None
+        return Usage(answer.usage.prompt_tokens, None, source="non-streamed call")
 
 
 # --------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from chatmem.journal import Journal
 from chatmem.memory import Context, Memory, Message, Recalled
 from chatmem.models import ChatModel, ReplyStream, Usage
 from chatmem.recall import HybridRecall, RecallIndex
+from chatmem.servers import after_overflow
 from chatmem.summarize import Summarizer
 from chatmem.sync import StoreSync
 from chatmem.text import clean_message, title_from
@@ -233,13 +234,12 @@ class ChatMemory(Folding, SessionView):
 
     # -- the turn loop -------------------------------------------------------------------
     def add_user_message(self, text: str) -> Message:
-        """Store and remember the user's message. Raises ValueError or ContextOverflow.
-
-        The message is written to the store first, even when it is too large to send.
-        """
+        """Store and remember the user's message (first, even when it is too large to send).
+        Raises ValueError or ContextOverflow."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError("The message is empty.")
         text = clean_message(text)
+        self._spare_fold()  # counting may ask the server's tokenize route
         with self._lock:
             self._journal.create(self._settings_record(), self.owner)
             if self._journal.active and not self.memory.messages and self.title == NEW_TITLE:
@@ -292,6 +292,7 @@ class ChatMemory(Folding, SessionView):
         However the reply ends, :meth:`_finish_reply` runs once: the reply (or the part that
         arrived) is stored and a fold is scheduled, even when the consumer stops early.
         """
+        self._spare_fold()
         with self._lock:
             self.catch_up()
             reply = _Reply(self._context(), question=self._question)
@@ -318,20 +319,14 @@ class ChatMemory(Folding, SessionView):
                     reply.error = exc
                     raise
                 shrunk = True
-                # the server counts differently from us: shrink by its overflow and retry
-                over = exc.overflow if exc.overflow and exc.overflow > 0 else 0
-                total = reply.context.budget.total
-                limit = total - over - (16 + total // 20)
-                self._record(
-                    EventKind.CONTEXT_SHRUNK,
-                    f"The server said the request was {over} tokens too long; "
-                    f"retrying with a {limit}-token budget.",
-                    overflow=over,
-                    limit=limit,
+                # the server counts differently from us: shrink by its own count and retry
+                limit, note, figures = after_overflow(
+                    exc, reply.context.budget.total, self.model, self.memory
                 )
-                try:
+                self._record(EventKind.CONTEXT_SHRUNK, note, **figures)
+                try:  # no budget left (None) is a budget of 0: nothing fits
                     with self._lock:
-                        reply.context = self._context(limit=limit)
+                        reply.context = self._context(limit=limit or 0)
                 except ContextOverflow:
                     reply.error = exc
                     raise exc from None
@@ -380,15 +375,11 @@ class ChatMemory(Folding, SessionView):
             msg = self._hold(stored, "assistant", text, tokens, usage_dict, reply.question)
             if self._question == reply.question:
                 self._question = None  # answered: the next request is about a new question
-            self._stats.append(
-                TurnStat(
-                    "chat",
-                    msg.seq,
-                    context.budget.total,
-                    usage.prompt_tokens if usage else None,
-                    usage.completion_tokens if usage else None,
-                )
-            )
+            reported = usage.prompt_tokens if usage else None
+            self.model.counter.observe(context.budget.total, reported)  # drift, calibration
+            done, by = (usage.completion_tokens, usage.source) if usage else (None, "")
+            stat = TurnStat("chat", msg.seq, context.budget.total, reported, done, counted_by=by)
+            self._stats.append(stat)
         if isinstance(self.recall_index, HybridRecall):
             self.recall_index.after_turn()  # embeds the reply off the reply's path
 
@@ -424,6 +415,8 @@ class ChatMemory(Folding, SessionView):
             recalled = self.recall_index.search(
                 newest.content, before_seq=newest.seq, limit=RECALL_LIMIT
             )
+        if limit is None:  # a calibrated estimate budgets below max_tokens, by what it measured
+            limit = mem.counter.limit_for(mem.max_tokens)
         return mem.context(recalled or [], limit=limit, answering=self._question)
 
     def catch_up(self) -> int:

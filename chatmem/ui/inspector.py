@@ -192,18 +192,32 @@ def _summary_versions(sess: ChatSession, events: list[Event]) -> None:
             st.markdown(safe_markdown(version.text))
 
 
+COUNTED_BY = {
+    "server": "the server's usage",
+    "tokenizer": "the server's tokenizer (its stream had no usage)",
+    "non-streamed call": "a one-token call (its stream had no usage)",
+    "": "not reported",
+}
+
+
 def _tokens_per_call(sess: ChatSession) -> None:
     stats = list(sess.bot.stats)
     if not stats:
         st.info("No model calls yet.")
         return
     st.altair_chart(stats_chart(stats), width="stretch")
+    st.caption(f"Token counts: {sess.bot.counter_exactness}.")
     chats = [s for s in stats if s.kind == "chat" and s.prompt_reported is not None]
     if chats:
         drift = sum(s.prompt_reported - s.prompt_estimate for s in chats) / len(chats)  # type: ignore[operator]
         st.caption(
-            f"Server-reported prompt tokens differ from chatmem's count by {drift:+.1f} tokens "
+            f"Reported prompt tokens differ from chatmem's count by {drift:+.1f} tokens "
             f"a call on average ({len(chats)} chat calls)."
+        )
+    elif any(s.kind == "chat" for s in stats):
+        st.caption(
+            "The server reports no token usage for its replies, so there is nothing "
+            "to compare chatmem's count with."
         )
     frame = pd.DataFrame(
         [
@@ -212,8 +226,9 @@ def _tokens_per_call(sess: ChatSession) -> None:
                 "kind": s.kind,
                 "seq": s.seq,
                 "prompt (estimate)": s.prompt_estimate,
-                "prompt (server)": s.prompt_reported,
-                "completion (server)": s.completion_reported,
+                "prompt (reported)": s.prompt_reported,
+                "completion (reported)": s.completion_reported,
+                "reported by": COUNTED_BY.get(s.counted_by, s.counted_by),
             }
             for s in stats
         ]

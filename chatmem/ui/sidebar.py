@@ -43,6 +43,8 @@ def render_sidebar(sess: ChatSession | None) -> None:
             st.error(setup_error() or "The chat could not start.", icon=":material/error:")
             return
         st.markdown("### Memory")
+        if sess.bot.model_notice:
+            st.info(shown(sess.bot.model_notice, sess.bot), icon=":material/info:")
         for note in sess.setup_notes:
             st.info(note, icon=":material/info:")
         _live_panel(sess)
@@ -89,6 +91,10 @@ def _gauge(sess: ChatSession) -> None:
             text = f":red[{text}] · near the limit"
         st.markdown(f"Next request: {text}")
         st.html(gauge_html(budget))
+        st.caption(
+            f"Token counts: **{bot.counter_exactness}**",
+            help=f"Counted with {bot.counter_label}.",
+        )
         legend = " ".join(
             f":{GAUGE_COLOR_NAMES[name]}[■] {name} {tokens:,}"
             for name, tokens in segments(budget).items()

@@ -20,6 +20,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.fakes import shapes
 from tests.fakes.replies import (
     FakeState,
     build_recap,
@@ -124,6 +125,9 @@ class _Handler(BaseHTTPRequestHandler):
             path = self.path.split("?", 1)[0].rstrip("/") or "/"
             route = path[3:] if path.startswith("/v1/") else path
             handler = self._routes().get((method, route))
+            shaped = self._shaped(method, path)
+            if handler is None and shaped is not None:
+                handler = shaped
             if handler is None and method == "GET" and route.startswith("/models/"):
                 handler = self._get_model
             if handler is None:
@@ -161,6 +165,22 @@ class _Handler(BaseHTTPRequestHandler):
             ("GET", "/_control/requests"): self._requests,
             ("POST", "/_control/reset"): self._reset,
         }
+
+    def _shaped(self, method: str, path: str) -> Any:
+        """The route of another server's shape (``shape`` config), or None."""
+        config = self.state.snapshot()
+        route = shapes.routes(config.get("shape"), config.get("context_window")).get((method, path))
+        if route is None:
+            return None
+
+        def answer(body: bytes) -> None:
+            request = self._parse_json(body) if method == "POST" else {}
+            if request is None:
+                return
+            status, payload = route(request if isinstance(request, dict) else {})
+            self._send_json(status, payload)
+
+        return answer
 
     def _parse_json(self, body: bytes) -> Any:
         """Parsed JSON body, or None after answering 400."""
@@ -317,7 +337,9 @@ class _Handler(BaseHTTPRequestHandler):
             done(self._answer_failure(failure, prompt_tokens, window))
             return
         if window and prompt_tokens > int(window):
-            self._send_json(400, context_length_body(int(window), prompt_tokens))
+            limit = request.get("max_completion_tokens") or request.get("max_tokens") or 0
+            shaped = shapes.overflow_body(config.get("shape"), int(window), prompt_tokens, limit)
+            self._send_json(400, shaped or context_length_body(int(window), prompt_tokens))
             done(400)
             return
 

@@ -49,6 +49,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "summary_words": None,  # pad/truncate recaps to exactly this many words
     "models": ["gpt-4o-mini", "gpt-4o", "fake-model"],
     "embedding_dims": 256,
+    "shape": None,  # also answer as llama-server, vllm or ollama (see shapes.py)
 }
 
 _PIECE_RE = re.compile(r"\w+|[^\w\s]")

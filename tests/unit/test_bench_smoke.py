@@ -200,3 +200,18 @@ def test_shared_measures_catch_up_and_commits_on_every_size(tmp_path: Path) -> N
     for result in data["results"]:
         assert len(result["catch_up"]) == 5
         assert len(result["commit"]) == bench_shared.FOLDERS * bench_shared.COMMITS
+
+
+def test_drift_has_a_row_per_server_kind_before_and_after(tmp_path: Path) -> None:
+    from bench import bench_drift
+
+    markdown, data = run_script(bench_drift, tmp_path, "--no-chart")
+    rows = table_rows(markdown)
+    assert len(rows) == 4 and any(name.startswith("llama-cpp-python server") for name in rows)
+    for cells in rows.values():
+        assert re.fullmatch(r"[+-]\d+\.\d% / \d+\.\d%", cells[0]), cells
+        assert re.fullmatch(r"\d+ of \d+", cells[1]) and re.fullmatch(r"\d+ of \d+", cells[4])
+    server = next(v for k, v in data.items() if k.startswith("llama-cpp-python"))
+    assert server["after"]["max_abs_drift"] == 0.0 and server["after"]["over_budget"] == 0
+    assert all(ours == reported for ours, reported in server["after_checked"])
+    assert server["calibrated"]["over_budget"] == 0  # calibrated by the server's counts

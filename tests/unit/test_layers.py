@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"chatmem.errors", "chatmem.events", "chatmem.text", "chatmem.redact"},
     {"chatmem.tokens", "chatmem.store"},
     {"chatmem.config", "chatmem.memory"},
-    {"chatmem.models", "chatmem.summarize", "chatmem.embeddings"},
+    {"chatmem.servers", "chatmem.models", "chatmem.summarize", "chatmem.embeddings"},
     {"chatmem.recall"},
     {
         "chatmem.factory",

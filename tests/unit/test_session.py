@@ -130,13 +130,33 @@ def test_summary_failure_falls_back_to_trimming_and_recovers(fake) -> None:
 def test_context_length_error_shrinks_and_retries_once(fake) -> None:
     bot = make_bot(fake, max_tokens=1000, keep_recent=40)
     chat_turns(bot, 6)
-    fake.control.fail({"kind": "context_length", "context_window": 100, "tokens": 160})
+    window = 1000 + bot.reply_reserve  # the server's real window; it counts 60 more
+    fake.control.fail({"kind": "context_length", "context_window": window, "tokens": window + 60})
     assert bot.ask("And now?") == "You said: And now?"
     shrunk = [e for e in bot.events if e.kind == "context_shrunk"]
     assert len(shrunk) == 1 and shrunk[0].data["overflow"] == 60
+    assert shrunk[0].data["server_prompt"] == window + 60
     last = fake.control.requests("chat")[-1]
     assert last["status"] == 200
     assert len(last["body"]["messages"]) < 14
+    assert bot.last_context is not None
+    assert bot.last_context.budget.total <= shrunk[0].data["limit"] < 1000
+
+
+def test_overflow_with_no_budget_left_is_a_plain_sentence(fake) -> None:
+    """A server whose window cannot hold even the newest message: no retry with a budget of
+    zero or less, one sentence, and the user's message kept."""
+    bot = make_bot(fake, max_tokens=1000, keep_recent=40)
+    chat_turns(bot, 2)
+    fake.control.fail({"kind": "context_length", "context_window": 100, "tokens": 160})
+    with pytest.raises(ModelError) as info:
+        bot.ask("And now?")
+    assert info.value.kind == "context_length"
+    assert info.value.user_message.endswith("context window at the server at " + fake.url + ".")
+    shrunk = [e for e in bot.events if e.kind == "context_shrunk"]
+    assert shrunk[-1].data["limit"] is None and "nothing smaller fits" in shrunk[-1].message
+    assert len(fake.control.requests("chat")) == 2 + 1  # the failed one, not retried
+    assert bot.recent[-1] == {"role": "user", "content": "And now?"}
 
 
 def test_too_large_message_is_refused_before_any_call(fake) -> None:
