@@ -92,6 +92,11 @@ def machine_line() -> str:
     )
 
 
+def database_line() -> str:
+    """The database drivers the store numbers come from, with their versions."""
+    return f"SQLAlchemy {package_version('sqlalchemy')}, psycopg {package_version('psycopg')}."
+
+
 def package_version(name: str) -> str:
     from importlib import metadata
 

@@ -34,12 +34,12 @@ from bench._common import (
     Report,
     base_parser,
     conversation,
+    database_line,
     fmt_ratio,
     fmt_seconds,
     machine_line,
     markdown_table,
     out_dir,
-    package_version,
     pyplot,
     write_report,
 )
@@ -153,7 +153,7 @@ def build_markdown(results: list[dict[str, Any]], n: int, runs: int) -> str:
             table,
             "",
             machine_line(),
-            f"SQLAlchemy {package_version('sqlalchemy')}, psycopg {package_version('psycopg')}.",
+            database_line(),
         ]
     )
 

@@ -38,12 +38,12 @@ from bench._common import (
     Report,
     base_parser,
     conversation,
+    database_line,
     finish_report,
     fmt_ratio,
     fmt_seconds,
     machine_line,
     markdown_table,
-    package_version,
     pyplot,
     save_chart,
 )
@@ -226,7 +226,7 @@ def build_markdown(results: list[dict[str, Any]], runs: int) -> str:
             table,
             "",
             machine_line(),
-            f"SQLAlchemy {package_version('sqlalchemy')}, psycopg {package_version('psycopg')}.",
+            database_line(),
         ]
     )
 
