@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import sqlite3
 import subprocess
@@ -36,12 +37,12 @@ WORDS = "Sailing to the harbour at dawn"
 # name -> (statement run on the closed database, what SQLite then says to a search)
 DAMAGE = {
     "blocks overwritten": (
-        "UPDATE messages_fts_data SET block = randomblob(length(block))",
+        "UPDATE messages_fts_data SET block = noise(length(block), id)",
         "vtable constructor failed: messages_fts",
     ),
     "blocks deleted": ("DELETE FROM messages_fts_data", "vtable constructor failed: messages_fts"),
     "leaf blocks overwritten": (
-        "UPDATE messages_fts_data SET block = randomblob(length(block)) WHERE id > 10",
+        "UPDATE messages_fts_data SET block = noise(length(block), id) WHERE id > 10",
         "database disk image is malformed",
     ),
     "configuration deleted": ("DELETE FROM messages_fts_config", "invalid fts5 file format"),
@@ -80,6 +81,9 @@ def _fill(store: Store, conversations: int = 3, per: int = 40) -> list[str]:
 def damage(path: Path, statement: str) -> None:
     """Run ``statement`` on the SQLite file with plain sqlite3 (the store must be closed)."""
     db = sqlite3.connect(path, isolation_level=None)
+    # noise(n, id): n bytes seeded by the row id, so a run damages the same way every time
+    # (SQLite's randomblob made about 1 run in 200 hit "out of memory" instead)
+    db.create_function("noise", 2, lambda n, row: random.Random(row).randbytes(n))
     try:
         db.execute(statement)
     finally:
