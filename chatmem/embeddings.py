@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover - numpy comes with pandas
 
 from chatmem.config import DEFAULT_EMBEDDING_MODEL
 from chatmem.errors import EmbeddingError
-from chatmem.models import describe_server, error_from_openai, openai_client
+from chatmem.models import ServerAccess, describe_server, error_from_openai, openai_client
 
 log = logging.getLogger(__name__)
 
@@ -76,27 +76,26 @@ def _error_from_openai(exc: Exception, where: str, model: str) -> EmbeddingError
 class Embedder:
     """Embeds texts with an OpenAI-compatible ``/v1/embeddings`` endpoint (openai SDK).
 
-    Same key, base URL, timeout and retries as the chat model. ``embed`` returns one unit
-    vector per text, in order, or raises ``EmbeddingError``; it never returns a partial result.
+    ``access``: the same key, base URL, timeout and retries as the chat model's. ``embed``
+    returns one unit vector per text, in order, or raises ``EmbeddingError``; it never
+    returns a partial result.
     """
 
     def __init__(
         self,
         model: str = DEFAULT_EMBEDDING_MODEL,
+        access: ServerAccess | None = None,
         *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        timeout: float = 60.0,
-        max_retries: int = 2,
         batch_size: int = BATCH_SIZE,
     ) -> None:
         if not model or not model.strip():
             raise ValueError("The embedding model name is empty.")
         # The same client as the chat model's: same key, URL credentials, timeout and retries.
-        self._client, base_url, _ = openai_client(api_key, base_url, timeout, max_retries)
+        access = access or ServerAccess()
+        self._client, base_url, _ = openai_client(access)
         self.name = model.strip()
         self.base_url = base_url
-        self.timeout = timeout
+        self.timeout = access.timeout
         self.batch_size = max(1, int(batch_size))
         self.where = describe_server(base_url)
         self.label = f"{self.name} at {self.where}" if base_url else f"{self.name} (OpenAI)"

@@ -10,6 +10,8 @@ This module imports nothing from chatmem, so every layer can use it.
 
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass
+
 
 class ChatmemError(Exception):
     """The root of every error chatmem raises."""
@@ -35,36 +37,30 @@ class TokenizerUnavailable(ChatmemError):
     """The BPE data for an encoding could not be found offline."""
 
 
+@dataclass(eq=False)
 class ModelError(ChatmemError):
     """A model call failed. ``user_message`` is one plain sentence for people.
 
     ``kind`` names the failure (``rate_limit``, ``server``, ``timeout``, ``connection``,
     ``auth``, ``model_not_found``, ``context_length``, ``cut_off``, ``bad_request``,
-    ``local_model``); ``partial`` is the text that arrived before a stream broke.
+    ``local_model``); ``partial`` is the text that arrived before a stream broke. For a
+    context-length error, ``limit``, ``requested`` and ``prompt_tokens`` are what the server
+    said: its window, the tokens asked for in all, and the prompt part by its count.
     """
 
-    def __init__(
-        self,
-        user_message: str,
-        *,
-        kind: str,
-        retryable: bool = True,
-        retry_after: float | None = None,
-        limit: int | None = None,
-        requested: int | None = None,
-        prompt_tokens: int | None = None,
-        partial: str = "",
-    ) -> None:
-        user_message = user_message[:1].upper() + user_message[1:]
-        super().__init__(user_message)
-        self.user_message = user_message
-        self.kind = kind
-        self.retryable = retryable
-        self.retry_after = retry_after
-        self.limit = limit
-        self.requested = requested
-        self.prompt_tokens = prompt_tokens  # the prompt part, by the server's count
-        self.partial = partial
+    user_message: str
+    _: KW_ONLY
+    kind: str
+    retryable: bool = True
+    retry_after: float | None = None
+    limit: int | None = None
+    requested: int | None = None
+    prompt_tokens: int | None = None
+    partial: str = ""
+
+    def __post_init__(self) -> None:
+        self.user_message = self.user_message[:1].upper() + self.user_message[1:]
+        super().__init__(self.user_message)
 
     @property
     def overflow(self) -> int | None:

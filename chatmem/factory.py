@@ -10,7 +10,7 @@ app (which all construct ``ChatMemory``) cannot disagree about what a setting me
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from chatmem.config import (
@@ -21,7 +21,7 @@ from chatmem.config import (
     check_bound,
 )
 from chatmem.errors import SettingsError
-from chatmem.models import ChatModel, OpenAIChat, make_model
+from chatmem.models import ChatModel, OpenAIChat, ServerAccess, make_model
 from chatmem.recall import FtsIndex, HybridRecall, RecallIndex, StoreRecall
 
 if TYPE_CHECKING:
@@ -45,14 +45,16 @@ class Setup:
     notes: tuple[str, ...] = ()  # changes made to fit the model (with ``fit=True``), in words
 
 
+def server_access(settings: Settings) -> ServerAccess:
+    """The server the settings name: key, base URL, timeout and retries."""
+    return ServerAccess(settings.api_key, settings.base_url, settings.timeout, settings.max_retries)
+
+
 def build_model(settings: Settings, name: str | None = None) -> ChatModel:
     """The chat model the settings ask for (``name`` overrides ``settings.model``)."""
     return make_model(
         name or settings.model,
-        api_key=settings.api_key,
-        base_url=settings.base_url,
-        timeout=settings.timeout,
-        max_retries=settings.max_retries,
+        server_access(settings),
         context_window=settings.context_window,
         local_path=settings.local_model_path,
     )
@@ -66,13 +68,7 @@ def build_summary_model(settings: Settings, chat: ChatModel) -> ChatModel:
     name = settings.summary_model
     if not name or settings.uses_local_model or name == chat.name:
         return chat
-    return make_model(
-        name,
-        api_key=settings.api_key,
-        base_url=settings.base_url,
-        timeout=settings.timeout,
-        max_retries=settings.max_retries,
-    )
+    return make_model(name, server_access(settings))
 
 
 @dataclass(frozen=True)
@@ -200,13 +196,8 @@ def build_recall(
         return lexical
     from chatmem.embeddings import Embedder
 
-    embedder = Embedder(
-        name,
-        api_key=settings.api_key,
-        base_url=settings.base_url or model.base_url,
-        timeout=settings.timeout,
-        max_retries=settings.max_retries,
-    )
+    access = server_access(settings)
+    embedder = Embedder(name, replace(access, base_url=access.base_url or model.base_url))
     return HybridRecall(
         lexical,
         embedder,

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import util as importlib_util
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -120,10 +120,24 @@ def describe_server(base_url: str | None) -> str:
     return "OpenAI" if not base_url else f"the server at {redact(base_url)}"
 
 
-def openai_client(
-    api_key: str | None, base_url: str | None, timeout: float, max_retries: int
-) -> tuple[Any, str | None, dict[str, str]]:
-    """An openai SDK client for ``base_url`` (None: OpenAI), that URL without credentials,
+@dataclass(frozen=True)
+class ServerAccess:
+    """How to reach an OpenAI-compatible server: the key, the base URL (None: OpenAI), the
+    timeout in seconds and the SDK's retries. The chat models and the embedder take one."""
+
+    api_key: str | None = None
+    base_url: str | None = None
+    timeout: float = 60.0
+    max_retries: int = 2
+
+    @property
+    def given(self) -> bool:
+        """A key or a base URL: a server to talk to (else the bundled local model answers)."""
+        return bool(self.api_key or self.base_url)
+
+
+def openai_client(access: ServerAccess) -> tuple[Any, str | None, dict[str, str]]:
+    """An openai SDK client for ``access.base_url`` (None: OpenAI), that URL without credentials,
     and the Authorization header a plain HTTP request to the server needs (for the probes of
     :mod:`chatmem.servers`; empty without credentials).
 
@@ -136,6 +150,7 @@ def openai_client(
     """
     import openai
 
+    api_key, base_url = access.api_key, access.base_url
     check_credentials(api_key, base_url)
     register(api_key, *url_secrets(base_url))
     credentials = url_credentials(base_url)
@@ -147,8 +162,8 @@ def openai_client(
     client = openai.OpenAI(
         api_key=api_key or "not-needed",
         base_url=base_url,
-        timeout=timeout,
-        max_retries=max_retries,
+        timeout=access.timeout,
+        max_retries=access.max_retries,
         default_headers=headers or None,
     )
     bearer = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -255,7 +270,7 @@ class OpenAIChat:
         profile: ServerProfile | None = None,
     ) -> None:
         self._client, base_url, authorization = openai_client(
-            api_key, base_url, timeout, max_retries
+            ServerAccess(api_key, base_url, timeout, max_retries)
         )
         self.name = model
         self.base_url = base_url  # without a user name or password (sent as a header)
@@ -524,25 +539,16 @@ class LocalChat:
 
 def make_model(
     model: str | None = None,
+    access: ServerAccess | None = None,
     *,
-    api_key: str | None = None,
-    base_url: str | None = None,
-    timeout: float = 60.0,
-    max_retries: int = 2,
     context_window: int | None = None,
     local_path: str | None = None,
 ) -> ChatModel:
     """The model settings ask for: OpenAI with a key, a compatible server with a base URL,
     else the bundled local model."""
-    if api_key or base_url:
-        return OpenAIChat(
-            model or DEFAULT_OPENAI_MODEL,
-            api_key=api_key,
-            base_url=base_url,
-            timeout=timeout,
-            max_retries=max_retries,
-            context_window=context_window,
-        )
+    if access is not None and access.given:
+        name = model or DEFAULT_OPENAI_MODEL
+        return OpenAIChat(name, **asdict(access), context_window=context_window)
     if model and model not in (LOCAL_MODEL_NAME, "local"):
         log.warning(
             "No API key or base URL is set, so %r is not reachable: using the local model.", model

@@ -183,6 +183,10 @@ class HybridRecall:
     model or refuses the key turns embeddings off for the session (event ``embeddings_off``).
     """
 
+    query_timeout = QUERY_TIMEOUT  # seconds the query's own embedding may take
+    k = RRF_K  # reciprocal rank fusion's constant
+    min_similarity = 0.0  # cosine hits at or below it are not evidence
+
     def __init__(
         self,
         lexical: RecallIndex,
@@ -192,9 +196,6 @@ class HybridRecall:
         conversation_id: Callable[[], str | None] = lambda: None,
         on_event: Callable[..., Any] | None = None,
         background: bool = True,
-        query_timeout: float = QUERY_TIMEOUT,
-        k: int = RRF_K,
-        min_similarity: float = 0.0,
     ) -> None:
         self.lexical = lexical
         self.embedder = embedder
@@ -202,9 +203,6 @@ class HybridRecall:
         self._cid = conversation_id
         self._on_event = on_event
         self.background = background
-        self.query_timeout = query_timeout
-        self.k = k
-        self.min_similarity = min_similarity
         self.vectors = VectorIndex()
         self.enabled = True
         self._texts: dict[int, tuple[str, str]] = {}  # seq -> (speaker, text) without a store

@@ -24,6 +24,7 @@ from chatmem.embeddings import (
     normalize,
 )
 from chatmem.memory import RECALL_LABEL
+from chatmem.models import ServerAccess
 from chatmem.recall import FtsIndex, HybridRecall, StoreRecall, reciprocal_rank_fusion
 from chatmem.store import Store, StoreError
 from tests.fakes import embed_text, free_port
@@ -134,7 +135,7 @@ def test_a_model_that_is_not_openai_compatible_never_embeds() -> None:
 
 
 def test_embedder_batches_and_returns_unit_vectors_in_order(fake, embed_calls) -> None:
-    embedder = Embedder(MODEL, base_url=fake.url, max_retries=0, batch_size=32)
+    embedder = Embedder(MODEL, ServerAccess(base_url=fake.url, max_retries=0), batch_size=32)
     texts = [f"message number {i} about {FILLER[i % 4]}" for i in range(70)]
     vectors = embedder.embed(texts)
     assert [len(call) for call in embed_calls] == [32, 32, 6]
@@ -147,7 +148,7 @@ def test_embedder_batches_and_returns_unit_vectors_in_order(fake, embed_calls) -
 
 
 def test_embedder_cuts_long_and_fills_empty_inputs(fake, embed_calls) -> None:
-    embedder = Embedder(MODEL, base_url=fake.url, max_retries=0)
+    embedder = Embedder(MODEL, ServerAccess(base_url=fake.url, max_retries=0))
     embedder.embed(["word " * 20_000, "   "])
     long, empty = embed_calls[0]
     assert len(long) < len("word " * 20_000) and long.startswith("word word")
@@ -155,7 +156,7 @@ def test_embedder_cuts_long_and_fills_empty_inputs(fake, embed_calls) -> None:
 
 
 def test_embedder_failure_is_a_clear_error() -> None:
-    embedder = Embedder(MODEL, base_url=closed_url(), max_retries=0)
+    embedder = Embedder(MODEL, ServerAccess(base_url=closed_url(), max_retries=0))
     started = time.perf_counter()
     with pytest.raises(EmbeddingError, match="Could not reach the server at") as caught:
         embedder.embed(["hello"])
@@ -207,7 +208,7 @@ def test_reciprocal_rank_fusion() -> None:
 
 
 def test_hybrid_finds_what_bm25_cannot_and_ranks_agreement_first(fake) -> None:
-    embedder = Embedder(MODEL, base_url=fake.url, max_retries=0)
+    embedder = Embedder(MODEL, ServerAccess(base_url=fake.url, max_retries=0))
     recall = HybridRecall(FtsIndex(), embedder, background=False)
     recall.add(1, "user", "It is what it is, and that is that.")  # only stopwords
     recall.add(2, "user", FACT)

@@ -22,6 +22,7 @@ from chatmem import ChatMemory, ModelError, OpenAIChat, Settings, SettingsError,
 from chatmem.embeddings import Embedder
 from chatmem.events import Event, EventKind
 from chatmem.journal import Journal
+from chatmem.models import ServerAccess
 from chatmem.redact import SecretFilter, redact, register, url_secrets
 from chatmem.store import Store
 from tests.fakes import FakeServerProcess
@@ -201,7 +202,7 @@ def test_url_password_with_api_key_is_refused_at_start(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="OPENAI_BASE_URL"):
         OpenAIChat("gpt-4o-mini", api_key=KEY, base_url=env["OPENAI_BASE_URL"])
     with pytest.raises(SettingsError, match="OPENAI_BASE_URL"):
-        Embedder(api_key=KEY, base_url=env["OPENAI_BASE_URL"])
+        Embedder(access=ServerAccess(api_key=KEY, base_url=env["OPENAI_BASE_URL"]))
 
 
 def test_url_password_alone_is_sent_as_basic_auth(fake: FakeServerProcess) -> None:
@@ -213,7 +214,7 @@ def test_url_password_alone_is_sent_as_basic_auth(fake: FakeServerProcess) -> No
     (request,) = fake.control.requests()
     assert request["headers"]["authorization"] == f"Basic {BASIC}"
     # the embedder builds its client the same way (the fake logs chat requests only)
-    embedder = Embedder(base_url=with_password(fake.url), max_retries=0)
+    embedder = Embedder(access=ServerAccess(base_url=with_password(fake.url), max_retries=0))
     assert PASSWORD not in str(embedder._client.base_url)
     assert embedder._client.default_headers["Authorization"] == f"Basic {BASIC}"
     assert len(embedder.embed(["hi"])[0]) == 256
