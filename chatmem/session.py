@@ -195,7 +195,9 @@ class ChatMemory(Folding, SessionView):
 
     @keep_recent.setter
     def keep_recent(self, value: int) -> None:
-        self.memory.keep_recent = check_bound("keep_recent", value)
+        value = check_bound("keep_recent", value)
+        with self._lock:  # never while a request is being built
+            self.memory.keep_recent = value
         self._save_settings()
 
     @property
@@ -341,12 +343,14 @@ class ChatMemory(Folding, SessionView):
             self._store_reply(reply, reply.stream.text, reply.stream.usage)
         else:
             partial = clean_message(reply.partial)
+            seq = None  # the seq the part that arrived is stored with
             if partial:
                 with self._lock:
                     cut = self._journal.append(
                         "assistant", partial, status="incomplete", reply_to=reply.question
                     )
                     self._sync.appended(cut)
+                seq = cut.seq if cut is not None else None
             if reply.error is not None:
                 error = reply.error
                 self._record(
@@ -354,12 +358,14 @@ class ChatMemory(Folding, SessionView):
                     error.user_message,
                     error_kind=error.kind,
                     partial_chars=len(partial),
+                    seq=seq,
                 )
             else:
                 self._record(
                     EventKind.STOPPED,
                     "The reply was stopped before it finished; what arrived is kept.",
                     partial_chars=len(partial),
+                    seq=seq,
                 )
         self.schedule_fold()
 

@@ -1,21 +1,21 @@
-"""The chat page: history, the streaming reply, errors with Retry, New chat.
+"""The chat page: history, the streaming reply, Stop, errors with Retry, New chat.
 
 Every message is stored before the model is called; the first one puts the conversation's id
 in the URL (``?c=<id>``), so a reload reopens it.
 
-A turn takes two runs. Submitting calls :func:`_on_submit` before the script runs, which
-marks the session busy, so the run that sends the message already draws the chat input
-disabled. When the reply has streamed, one more rerun draws everything in its final state
-(input enabled, sidebar gauge and summary up to date).
+A reply is produced by a :class:`~chatmem.ui.turns.Turn` on a thread of its own, never inside
+a script run: submitting starts it (in :func:`_on_submit`, before the script runs, so the run
+already draws the chat input disabled). While it runs, a fragment redraws the reply from the
+turn's buffer a few times a second and offers **Stop**; when it has ended, one full rerun
+draws everything in its final state (input enabled, sidebar gauge and summary up to date).
+A rerun in between (a slider, another page, a reload) does not touch the turn.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import streamlit as st
 
-from chatmem.errors import ContextOverflow, ModelError, StoreError
+from chatmem.errors import StoreError
 from chatmem.ui.state import (
     ChatSession,
     model_label,
@@ -25,11 +25,14 @@ from chatmem.ui.state import (
     shown,
 )
 from chatmem.ui.text import safe_markdown, stream_safe
+from chatmem.ui.turns import Turn
 
 CHAT_INPUT_KEY = "chat_input"
-INTERRUPTED = "The reply was stopped before it finished."
+STOP_KEY = "stop_reply"
+POLL_SECONDS = 0.4  # how often the reply in flight is redrawn
 STATUS_NOTES = {
     "incomplete": "Cut off before it finished.",
+    "stopped": "Stopped: you ended this reply before it finished.",
     "too_long": "Not sent: too long for the budget.",
     "failed": "Failed: not sent to the model.",
     "unsaved": "Not saved, so not sent: Retry sends it again.",
@@ -54,9 +57,8 @@ def render_chat_page() -> None:
         on_submit=_on_submit,
         args=(sess,),
     )
-    if sess.busy:
-        _turn(sess)
-        st.rerun()
+    if sess.turn is not None:
+        _in_flight(sess, sess.turn)
 
 
 def _header(sess: ChatSession) -> None:
@@ -122,7 +124,7 @@ def _problems(sess: ChatSession) -> None:
         st.warning(shown(sess.notice, sess.bot), icon=":material/warning:")
     if sess.error:
         st.error(shown(sess.error, sess.bot), icon=":material/error:")
-    if sess.can_retry and (sess.error or sess.notice):
+    if sess.can_retry:  # after an error, a notice, or a reply stopped on purpose
         st.button(
             "Retry",
             key="retry",
@@ -136,7 +138,7 @@ def _problems(sess: ChatSession) -> None:
 # -- callbacks (run before the script) ---------------------------------------------------
 def _on_submit(sess: ChatSession) -> None:
     text = st.session_state.get(CHAT_INPUT_KEY)
-    if sess.busy or text is None:
+    if sess.busy or text is None:  # one reply at a time: the input is disabled meanwhile
         return
     sess.start_turn(text)
 
@@ -154,93 +156,28 @@ def _show_more(sess: ChatSession) -> None:
         sess.notice = f"Earlier messages could not be read: {exc}"
 
 
-# -- the turn -----------------------------------------------------------------------------
-def _turn(sess: ChatSession) -> None:
-    """Send the pending message (or retry) and stream the reply; never leaves busy set."""
-    partial: list[str] = []
-    finished = False
-    try:
-        if sess.pending is not None:
-            text, sess.pending = sess.pending, None
-            if not _send_user(sess, text):
-                finished = True
-                return
-        elif not sess.retry:  # nothing to send (a stale flag): just re-enable the input
-            finished = True
-            return
-        else:
-            while sess.transcript and sess.transcript[-1].get("status") == "incomplete":
-                sess.transcript.pop()  # a retry replaces the cut-off reply
-        _stream_reply(sess, partial)
-        finished = True
-    finally:
-        # Also reached when the run is interrupted (a click elsewhere, a page switch):
-        # the user's message stays, and the reply can be retried.
-        sess.busy = False
-        sess.retry = False
-        if not finished:
-            if partial:
-                sess.add("assistant", "".join(partial), "incomplete")
-            sess.error = INTERRUPTED
-            sess.can_retry = True
+# -- the turn in flight ---------------------------------------------------------------
+def _in_flight(sess: ChatSession, turn: Turn) -> None:
+    """Redraw the reply in flight from the turn's buffer until it ends, then rerun once."""
 
-
-def _send_user(sess: ChatSession, text: str) -> bool:
-    try:
-        msg = sess.bot.add_user_message(text)
-    except ContextOverflow as exc:
-        sess.add("user", text, "too_long")  # kept (and stored), but never sent
-        sess.notice = str(exc)
-        show_id_in_url(sess)
-        return False
-    except StoreError as exc:
-        sess.add("user", text, "unsaved")  # kept on screen; Retry sends it again
-        sess.unsaved = text
-        sess.notice = f"The message could not be saved, so it was not sent: {exc}"
-        sess.can_retry = True
-        return False
-    except ValueError as exc:  # empty or blank
-        sess.notice = str(exc)
-        return False
-    sess.add("user", text, seq=msg.seq)
-    show_id_in_url(sess)  # the conversation exists now: a reload reopens it
-    with st.chat_message("user"):
-        st.markdown(safe_markdown(text))
-    return True
-
-
-def _stream_reply(sess: ChatSession, partial: list[str]) -> None:
-    try:
-        reply = sess.bot.reply_stream()
-
-        def chunks() -> Iterator[str]:
-            for chunk in reply:
-                partial.append(chunk)
-                yield stream_safe(chunk)
-
+    @st.fragment(run_every=POLL_SECONDS)
+    def reply() -> None:
+        if turn.done:
+            st.rerun()  # the whole page, in its final state (the run settles the turn)
+        if turn.sent:
+            show_id_in_url(sess)  # the conversation exists now: a reload reopens it
+        if turn.text is not None and not sess.attached:  # attached: already in the transcript
+            with st.chat_message("user"):
+                st.markdown(safe_markdown(turn.text))
         with st.chat_message("assistant"):
-            try:
-                st.write_stream(chunks())
-            finally:
-                reply.close()
-    except ModelError as exc:
-        if partial:
-            sess.add("assistant", "".join(partial), "incomplete")
-        sess.error = exc.user_message
-        sess.can_retry = True
-        return
-    except ContextOverflow as exc:  # the budget was lowered below the newest message
-        sess.error = str(exc)
-        sess.can_retry = True
-        return
-    except StoreError as exc:
-        if partial:
-            sess.add("assistant", "".join(partial), "incomplete")
-        sess.error = f"The conversation could not be saved: {exc}"
-        sess.can_retry = True
-        return
-    newest = sess.bot.newest_message()
-    seq = newest.seq if newest is not None and newest.role == "assistant" else None
-    sess.add("assistant", "".join(partial), seq=seq)
-    sess.error = None
-    sess.can_retry = False
+            text = turn.text_so_far()
+            if text:
+                st.markdown(stream_safe(text) + " ▌")
+            else:
+                st.caption("Thinking…" if turn.sent else "Saving your message…")
+        if turn.stopping:
+            st.caption("Stopping…")
+        else:
+            st.button("Stop", key=STOP_KEY, icon=":material/stop_circle:", on_click=turn.stop)
+
+    reply()

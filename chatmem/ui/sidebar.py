@@ -133,7 +133,8 @@ def _apply_max_tokens(sess: ChatSession) -> None:
         sess.settings_notice = str(exc)
         st.session_state[MAX_TOKENS_KEY] = sess.bot.max_tokens
         return
-    sess.bot.schedule_fold()  # a lower budget folds now, in the background
+    if not sess.busy:  # a lower budget folds now, in the background (or when the reply ends)
+        sess.bot.schedule_fold()
 
 
 def _apply_keep_recent(sess: ChatSession) -> None:

@@ -25,12 +25,13 @@ from chatmem.errors import (
     ModelError,
     NotFoundError,
 )
-from chatmem.events import Event
+from chatmem.events import Event, EventKind
 from chatmem.factory import max_tokens_limit
 from chatmem.redact import redact
 from chatmem.session import ChatMemory
 from chatmem.store import ConversationInfo, Store, StoredMessage, resolve_database_url
 from chatmem.ui.text import first_upper
+from chatmem.ui.turns import Turn, running
 
 SESSION_KEY = "chatmem"
 ERROR_KEY = "chatmem_error"
@@ -52,6 +53,7 @@ NO_REPLY = (
 )
 
 CUT_OFF = "The last reply was cut off before it finished. Retry to ask again."
+CUT_STATUSES = ("incomplete", "stopped")  # a reply that did not finish; Retry replaces it
 
 
 @dataclass
@@ -61,13 +63,13 @@ class ChatSession:
     bot: ChatMemory
     store: Store | None = None
     owner: str | None = None  # who the conversation belongs to (None: local mode)
-    # role, content, status ("ok", "failed", "incomplete", "too_long") and seq when stored
+    # role, content, status ("ok", "failed", "incomplete", "stopped", "too_long", "unsaved")
+    # and seq when stored
     transcript: list[dict[str, Any]] = field(default_factory=list)
     seen_events: int = 0  # events already toasted
-    busy: bool = False  # a reply is being produced; the chat input is disabled
-    pending: str | None = None  # user text submitted, not yet sent
+    turn: Turn | None = None  # the reply in flight (on its own thread); input disabled
+    attached: bool = False  # the turn was started by another browser session (a reload)
     unsaved: str | None = None  # user text the store could not take: shown, sent again by Retry
-    retry: bool = False  # the next run re-asks for the newest message's reply
     error: str | None = None  # one sentence: why the last reply failed
     can_retry: bool = False
     notice: str | None = None  # a problem with the last message (too long, empty)
@@ -85,23 +87,59 @@ class ChatSession:
         self.seen_events += len(events)
         return events
 
+    @property
+    def busy(self) -> bool:
+        """A reply is in flight: the chat input and New chat are disabled."""
+        return self.turn is not None
+
     def start_turn(self, text: str | None = None) -> None:
-        """Mark a turn under way: send ``text``, or with None re-ask the newest message's reply.
+        """Start a turn on its own thread: send ``text``, or with None re-ask the newest
+        message's reply (or resend the message the store refused).
 
         Clears the last problem; a new message also clears the offer to retry.
         """
-        self.busy = True
+        if self.turn is not None:
+            return
         self.error = None
         self.notice = None
         if text is None and self.unsaved is not None:  # Retry sends the unsaved message again
             text, self.unsaved = self.unsaved, None
             if self.transcript and self.transcript[-1].get("status") == "unsaved":
                 self.transcript.pop()
-        self.retry = text is None
-        if text is not None:
+        if text is None:
+            while self.transcript and self.transcript[-1].get("status") in CUT_STATUSES:
+                self.transcript.pop()  # a retry replaces the cut-off reply
+        else:
             self.unsaved = None  # a new message replaces the offer to resend the unsaved one
-            self.pending = text
             self.can_retry = False
+        self.attached = False
+        self.turn = Turn(self.bot, text).start()
+
+    def settle(self) -> bool:
+        """Take the outcome of a turn that has ended into the transcript; True if one had.
+
+        Called at the start of every run, on any page, so a reply that ended while another
+        page was open (or no run was going) is drawn by the next run.
+        """
+        turn = self.turn
+        if turn is None or not turn.done:
+            return False
+        self.turn = None
+        if self.attached:  # another session's turn: the store has what it wrote
+            self.attached = False
+            self.bot.catch_up()
+            self.transcript = newest_page(self.store, self.conversation_id)
+            return True
+        out = turn.outcome
+        if turn.text is not None and out.user_status is not None:
+            self.add("user", turn.text, out.user_status, seq=out.user_seq)
+        if out.reply is not None:
+            self.add("assistant", out.reply, out.reply_status, seq=out.reply_seq)
+        self.error, self.notice = out.error, out.notice
+        self.can_retry = out.can_retry
+        if out.unsaved is not None:
+            self.unsaved = out.unsaved
+        return True
 
     def add(self, role: str, content: str, status: str = "ok", seq: int | None = None) -> None:
         self.transcript.append({"role": role, "content": content, "status": status, "seq": seq})
@@ -132,9 +170,37 @@ class ChatSession:
             older = self.store.messages(
                 self.conversation_id, before_seq=first, limit=count - off_screen
             )
-            self.transcript[:0] = [entry_for(m) for m in older]
+            older_entries = [entry_for(m) for m in older]
+            self.transcript[:0] = mark_stopped(self.store, self.conversation_id, older_entries)
             self.older_done = len(older) < count - off_screen
         self.show += count
+
+
+def newest_page(store: Store | None, cid: str | None) -> list[dict[str, Any]]:
+    """The newest page of a stored transcript (failed and cut-off messages too); older pages
+    are read when asked for. Never the whole unfolded tail: a conversation never folded has
+    it all."""
+    if store is None or cid is None:
+        return []
+    top = 2**31 - 1  # the highest seq (a 32-bit column): below it, and it
+    newest = store.messages(cid, before_seq=top, limit=PAGE_SIZE)
+    newest += store.messages(cid, after_seq=top - 1)
+    return mark_stopped(store, cid, [entry_for(m) for m in newest[-PAGE_SIZE:]])
+
+
+def mark_stopped(store: Store, cid: str, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Show as "stopped" the cut-off replies that were stopped on purpose.
+
+    The store keeps them as ``incomplete`` (what they are); the ``stopped`` event recorded
+    with each names its seq. Only the newest events are read (``Store.list_events``).
+    """
+    if not any(e["status"] == "incomplete" for e in entries):
+        return entries
+    seqs = {e.data.get("seq") for e in store.list_events(cid) if e.kind == EventKind.STOPPED}
+    for entry in entries:
+        if entry["status"] == "incomplete" and entry["seq"] in seqs:
+            entry["status"] = "stopped"
+    return entries
 
 
 def entry_for(message: StoredMessage) -> dict[str, Any]:
@@ -264,13 +330,12 @@ def open_session(
         bot = ChatMemory.resume(store, cid, settings=settings, recall=recall, owner=owner, fit=True)
     except NotFoundError:  # deleted in the meantime
         raise ConversationUnavailable(UNAVAILABLE) from None
-    # The newest page of the transcript (failed and cut-off messages too); older pages are read
-    # when asked for. Never the whole unfolded tail: a conversation never folded has it all.
-    top = 2**31 - 1  # the highest seq (a 32-bit column): below it, and it
-    newest = store.messages(cid, before_seq=top, limit=PAGE_SIZE)
-    newest += store.messages(cid, after_seq=top - 1)
     sess = ChatSession(bot=bot, store=store, owner=owner, setup_notes=list(bot.setup_notes))
-    sess.transcript = [entry_for(m) for m in newest[-PAGE_SIZE:]]
+    sess.transcript = newest_page(store, cid)
+    turn = running(cid)
+    if turn is not None:  # a reply still streaming for the session this one replaces
+        sess.turn, sess.attached = turn, True
+        return sess
     last = sess.transcript[-1] if sess.transcript else None
     if last is not None and last["role"] == "user" and last["status"] == "ok":
         sess.notice = NO_REPLY  # e.g. the app was stopped while the reply streamed
@@ -278,6 +343,8 @@ def open_session(
     elif last is not None and last["role"] == "assistant" and last["status"] == "incomplete":
         sess.notice = CUT_OFF
         sess.can_retry = True
+    elif last is not None and last["status"] == "stopped":
+        sess.can_retry = True  # no warning: it was stopped on purpose
     return sess
 
 
@@ -288,7 +355,7 @@ def _fail(message: str) -> None:
 def _install(sess: ChatSession) -> ChatSession:
     st.session_state.pop(ERROR_KEY, None)
     old = st.session_state.get(SESSION_KEY)
-    if isinstance(old, ChatSession) and old is not sess and not old.bot.folding:
+    if isinstance(old, ChatSession) and old is not sess and not old.bot.folding and not old.busy:
         old.bot.close()
     st.session_state[SESSION_KEY] = sess
     st.session_state[MAX_TOKENS_KEY] = sess.bot.max_tokens
@@ -309,6 +376,7 @@ def ensure_session() -> ChatSession | None:
     sess = st.session_state.get(SESSION_KEY)
     wanted = requested_id()
     if isinstance(sess, ChatSession):
+        sess.settle()
         if wanted is None or wanted == sess.conversation_id:
             sess.missing = None
             show_id_in_url(sess)  # page links drop the query string; put the id back

@@ -106,8 +106,28 @@ def session(at: AppTest) -> ChatSession:
 
 
 def send(at: AppTest, text: str) -> AppTest:
+    """Submit ``text`` and wait for the reply (produced on its own thread) to end."""
     at.chat_input(key="chat_input").set_value(text).run()
     assert not at.exception, at.exception
+    return finish_turn(at)
+
+
+def retry(at: AppTest) -> AppTest:
+    """Click Retry and wait for the reply to end."""
+    at.button(key="retry").click().run()
+    assert not at.exception, at.exception
+    return finish_turn(at)
+
+
+def finish_turn(at: AppTest) -> AppTest:
+    """Wait for the turn in flight (if any) to end, then run once more, as the page's poll
+    does in a browser."""
+    sess = at.session_state.get(SESSION_KEY)
+    turn = sess.turn if isinstance(sess, ChatSession) else None
+    if turn is not None:
+        assert turn.wait(TIMEOUT), "the reply did not end"
+        at.run()
+        assert not at.exception, at.exception
     return at
 
 

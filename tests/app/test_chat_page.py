@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from chatmem.config import KEEP_RECENT_RANGE, MAX_TOKENS_CAP, MAX_TOKENS_MIN
 from chatmem.ui.state import PAGE_SIZE
-from tests.app.conftest import APP, TIMEOUT, send, session, shown_messages
+from tests.app.conftest import APP, TIMEOUT, retry, send, session, shown_messages
 from tests.fakes import FakeServerProcess
 
 
@@ -126,9 +126,8 @@ def test_server_failure_shows_one_sentence_and_retry(
     ]
     assert shown_messages(at) == [("user", "Hi, my name is Sam.")]  # kept
     assert not at.exception
-    retry = at.button(key="retry")
-    assert retry.label == "Retry"
-    retry.click().run()
+    assert at.button(key="retry").label == "Retry"
+    retry(at)
     assert not at.error
     assert shown_messages(at) == [
         ("user", "Hi, my name is Sam."),
@@ -146,7 +145,7 @@ def test_cut_reply_is_marked_and_replaced_on_retry(app: AppTest, fake: FakeServe
     assert len(app.error) == 1
     if len(roles) == 2:  # the half reply that arrived is shown, marked as cut off
         assert any("Cut off" in c.value for c in app.main.caption)
-    app.button(key="retry").click().run()
+    retry(app)
     assert shown_messages(app) == [
         ("user", "one two three four five six seven eight nine ten"),
         ("assistant", "You said: one two three four five six seven eight nine ten"),
@@ -228,31 +227,3 @@ def test_failed_fold_is_toasted_and_the_chat_goes_on(app: AppTest, fake: FakeSer
     assert shown_messages(app)[-1][0] == "assistant"
     used, limit = gauge_numbers(app)
     assert used <= limit == 256
-
-
-def test_interrupted_reply_keeps_the_message_and_offers_retry(app: AppTest) -> None:
-    """A run stopped mid-stream (a click elsewhere, a page switch) never leaves the input off."""
-    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
-
-    sess = session(app)
-    original = sess.bot.reply_stream
-
-    def stopped():  # type: ignore[no-untyped-def]
-        yield "You said"
-        raise StopException()
-
-    sess.bot.reply_stream = stopped  # type: ignore[method-assign]
-    app.chat_input(key="chat_input").set_value("Hi, my name is Sam.").run()
-    sess.bot.reply_stream = original  # type: ignore[method-assign]
-    assert not sess.busy
-    app.run()
-    assert not app.chat_input(key="chat_input").proto.disabled
-    assert [e.value for e in app.error] == ["The reply was stopped before it finished."]
-    assert shown_messages(app) == [("user", "Hi, my name is Sam."), ("assistant", "You said")]
-    assert any("Cut off" in c.value for c in app.main.caption)
-    app.button(key="retry").click().run()
-    assert shown_messages(app) == [
-        ("user", "Hi, my name is Sam."),
-        ("assistant", "You said: Hi, my name is Sam."),
-    ]
-    assert not app.error

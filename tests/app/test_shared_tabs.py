@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from chatmem.errors import StoreError
 from chatmem.store import Store
-from tests.app.conftest import close, open_app, send, session, shown_messages
+from tests.app.conftest import close, open_app, retry, send, session, shown_messages
 from tests.fakes import FakeServerProcess
 from tests.unit.shared_checks import invariant_violations, lineage_is_linear
 
@@ -77,7 +77,7 @@ def test_a_message_the_store_refused_stays_on_screen_with_retry(
     assert any("could not be saved" in w.value for w in app.warning)
     assert [m.content for m in store.messages(cid)][-1] == "You said: Hello there."
     failing["on"] = False
-    app.button(key="retry").click().run()
+    retry(app)
     assert not app.exception
     assert shown_messages(app)[-2:] == [
         ("user", "Please keep this message."),

@@ -7,7 +7,7 @@ from streamlit.testing.v1 import AppTest
 
 from chatmem.store import Store
 from chatmem.ui.state import NO_REPLY, PAGE_SIZE, UNAVAILABLE
-from tests.app.conftest import close, open_app, send, session, shown_messages
+from tests.app.conftest import close, open_app, retry, send, session, shown_messages
 from tests.fakes import FakeServerProcess
 
 
@@ -118,7 +118,7 @@ def test_failed_and_incomplete_messages_show_as_such(app: AppTest, store: Store)
     assert "Failed: not sent to the model." in captions
     assert "Cut off before it finished." in captions
     assert shown_messages(again)[-1] == ("assistant", "Once upon a")
-    again.button(key="retry").click().run()  # replaces the cut-off reply
+    retry(again)  # replaces the cut-off reply
     assert shown_messages(again)[-1] == ("assistant", "You said: Tell me a long story.")
     assert [m.status for m in store.messages(cid)][-2:] == ["incomplete", "ok"]
     close(again)
@@ -132,7 +132,7 @@ def test_a_message_left_without_reply_offers_retry(app: AppTest, store: Store) -
     again = open_app(cid)
     assert shown_messages(again)[-1] == ("user", "What is my name?")
     assert [w.value for w in again.warning] == [NO_REPLY]
-    again.button(key="retry").click().run()
+    retry(again)
     assert shown_messages(again)[-1] == ("assistant", "Your name is Sam.")
     assert not again.warning
     close(again)
