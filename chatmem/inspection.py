@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from chatmem.diffs import RequestDiff, request_diff
 from chatmem.events import Event, EventKind
+from chatmem.marks import Mark, MemoryMarks, memory_marks
 from chatmem.memory import Budget, Context, Memory, Message, Recalled, Summary
 from chatmem.recall import RecallIndex, recall_unavailable
 
@@ -92,6 +94,26 @@ class SessionView:
             ):
                 return self._context()
             return self._context(recalled=list(last.recalled))
+
+    def memory_marks(
+        self, context: Context | None = None, overrides: dict[int, Mark] | None = None
+    ) -> MemoryMarks:
+        """What the model sees of each message (the chat's marks), for ``context`` (default:
+        :meth:`next_request`). ``overrides``: marks people set (pinned, excluded)."""
+        with self._lock:
+            context = context if context is not None else self.next_request()
+            known = {m.seq: m.tokens for m in self.memory.messages}
+            return memory_marks(context, self.memory.summary, known, overrides)
+
+    def request_changes(self, context: Context | None = None) -> RequestDiff | None:
+        """The next request (or ``context``) against the last one sent; None before the first
+        request of this session."""
+        with self._lock:
+            last = self.last_context
+            if last is None:
+                return None
+            current = context if context is not None else self.next_request()
+            return request_diff(last, current, self.memory.covers_seq)
 
     def budget(self) -> Budget:
         with self._lock:
