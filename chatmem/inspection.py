@@ -52,6 +52,24 @@ class SummaryVersion:
     before_tokens: int | None = None
 
 
+@dataclass(frozen=True)
+class FoldStory:
+    """The last fold, before and after: the previous summary and the messages it folded,
+    then the summary it made."""
+
+    before_summary: str | None
+    folded: list[tuple[int, str, str]]  # (seq, speaker, text), at most FOLD_STORY_MESSAGES
+    folded_count: int
+    before_tokens: int | None  # the fold's input (previous summary and messages), if recorded
+    after_text: str
+    after_tokens: int
+    covers_seq: int
+    number: int  # the version it made
+
+
+FOLD_STORY_MESSAGES = 40  # folded messages a story quotes (the count says how many there were)
+
+
 class SessionView:
     """Read-only views of a session (see the module docstring)."""
 
@@ -167,6 +185,48 @@ class SessionView:
             )
             for number, s in enumerate(store.list_summaries(cid), start=1)
         ]
+
+    def last_fold(self, versions: Sequence[SummaryVersion] | None = None) -> FoldStory | None:
+        """The newest summary version beside what it was made from (None before a fold).
+        Pass ``versions`` when they were just read (:meth:`summary_versions`)."""
+        versions = list(versions) if versions is not None else self.summary_versions()
+        if not versions:
+            return None
+        last = versions[-1]
+        previous = versions[-2] if len(versions) > 1 else None
+        first = previous.covers_seq + 1 if previous else 1
+        folded: list[tuple[int, str, str]] = []
+        store, cid = self._journal.store, self.conversation_id
+        if store is not None and cid is not None:
+            rows = store.messages(
+                cid, after_seq=first - 1, before_seq=last.covers_seq + 1, limit=FOLD_STORY_MESSAGES
+            )
+            folded = [(m.seq, m.name or m.role, m.content) for m in rows if m.status == "ok"]
+        else:
+            with self._lock:
+                folded = [
+                    (m.seq, m.name or m.role, m.content)
+                    for m in self.memory.messages
+                    if first <= m.seq <= last.covers_seq
+                ][:FOLD_STORY_MESSAGES]
+        return FoldStory(
+            before_summary=previous.text if previous else None,
+            folded=folded,
+            folded_count=last.messages if last.messages is not None else len(folded),
+            before_tokens=last.before_tokens,
+            after_text=last.text,
+            after_tokens=last.tokens,
+            covers_seq=last.covers_seq,
+            number=last.number,
+        )
+
+    def stored_message_count(self) -> int:
+        """Messages in the conversation (every one stored, failed and cut-off ones too);
+        without a store, those this session holds."""
+        store, cid = self._journal.store, self.conversation_id
+        if store is not None and cid is not None:
+            return store.count_messages(cid)
+        return self.message_count
 
     @property
     def current_summary(self) -> Summary | None:

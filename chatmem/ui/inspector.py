@@ -13,6 +13,7 @@ import streamlit as st
 from chatmem.errors import ContextOverflow, StoreError
 from chatmem.events import Event
 from chatmem.inspection import SummaryVersion
+from chatmem.ui.changes import render_request_diff, render_text_diff
 from chatmem.ui.charts import stats_chart
 from chatmem.ui.recalled import MessageLookup, recall_turns
 from chatmem.ui.state import ChatSession, model_label, open_page, shown
@@ -101,6 +102,7 @@ def _next_request(sess: ChatSession) -> None:
         "recap and recalled quotes go as user-role messages, never as system ones: written "
         "from what was said (or imported), they get no more authority than your own words."
     )
+    render_request_diff(sess.bot)
 
 
 def _recall(sess: ChatSession, events: list[Event]) -> None:
@@ -177,6 +179,7 @@ def _summary_versions(sess: ChatSession, events: list[Event]) -> None:
         else:
             st.markdown(safe_markdown(summary.text))
         return
+    _compare_versions(versions)
     st.caption(f"{len(versions)} version(s), newest first.")
     for version in reversed(versions):
         folded = (
@@ -190,6 +193,23 @@ def _summary_versions(sess: ChatSession, events: list[Event]) -> None:
         )
         with st.expander(label, expanded=version is versions[-1]):
             st.markdown(safe_markdown(version.text))
+
+
+def _compare_versions(versions: list[SummaryVersion]) -> None:
+    """One version against another, word by word (the two newest by default)."""
+    if len(versions) < 2:
+        return
+    numbers = [v.number for v in versions]
+    left, right = st.columns(2)
+    old = left.selectbox("Compare version", numbers, index=len(numbers) - 2, key="diff_from")
+    new = right.selectbox("with version", numbers, index=len(numbers) - 1, key="diff_to")
+    by_number = {v.number: v for v in versions}
+    with st.container(key="summary_diff", border=True):
+        st.caption(
+            f"v{old} → v{new}: :red[struck through] left out, :green[highlighted] added · "
+            f"{by_number[old].tokens:,} → {by_number[new].tokens:,} tokens"
+        )
+        render_text_diff(by_number[old].text, by_number[new].text)
 
 
 COUNTED_BY = {
