@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from chatmem.diffs import RequestDiff, request_diff
+from chatmem.errors import StoreError
 from chatmem.events import Event, EventKind
 from chatmem.marks import Mark, MemoryMarks, memory_marks
 from chatmem.memory import Budget, Context, Memory, Message, Recalled, Summary
 from chatmem.recall import RecallIndex, recall_unavailable
+from chatmem.text import snippet
 
 if TYPE_CHECKING:
     from chatmem.journal import Journal
@@ -67,6 +69,7 @@ class FoldStory:
     number: int  # the version it made
 
 
+RECALL_EVENTS_READ = 20  # the newest events searched for the last request's recall
 FOLD_STORY_MESSAGES = 40  # folded messages a story quotes (the count says how many there were)
 
 
@@ -103,15 +106,45 @@ class SessionView:
         with self._lock:
             last = self.last_context
             newest = self.memory.messages[-1] if self.memory.messages else None
-            if (
-                not self.recall
-                or last is None
-                or not last.recalled
-                or newest is None
-                or newest.role == "user"  # a message waits for its reply: its own recall applies
-            ):
+            if not self.recall or newest is None or newest.role == "user":
+                # a message waits for its reply: its own recall applies
                 return self._context()
-            return self._context(recalled=list(last.recalled))
+            if last is None:  # reopened: what the last request recalled is in the store
+                return self._context(recalled=self._stored_recall(newest) or None)
+            return self._context(recalled=list(last.recalled)) if last.recalled else self._context()
+
+    def _stored_recall(self, newest: Message) -> list[Recalled]:
+        """What the last request recalled, read back from its ``recall`` event (so a reopened
+        conversation's gauge counts what it did before the reload); read once per reply."""
+        cached: tuple[int, list[Recalled]] | None = getattr(self, "_restored_recall", None)
+        if cached is not None and cached[0] == newest.seq:
+            return cached[1]
+        found: list[Recalled] = []
+        store, cid = self._journal.store, self.conversation_id
+        question = next((m.seq for m in reversed(self.memory.messages) if m.role == "user"), None)
+        if store is not None and cid is not None and question is not None:
+            try:
+                events = store.list_events(cid, limit=RECALL_EVENTS_READ)
+                for event in reversed(events):
+                    if event.kind != EventKind.RECALL or event.data.get("for_seq") != question:
+                        continue
+                    seqs = [s for s in event.data.get("seqs", []) if isinstance(s, int)]
+                    scores = event.data.get("scores") or []
+                    rows = {m.seq: m for m in store.messages_at(cid, seqs)}
+                    found = [
+                        Recalled(
+                            snippet(rows[s].name or rows[s].role, rows[s].content),
+                            s,
+                            float(scores[i]) if i < len(scores) else 0.0,
+                        )
+                        for i, s in enumerate(seqs)
+                        if s in rows
+                    ]
+                    break
+            except StoreError:
+                found = []
+        self._restored_recall = (newest.seq, found)
+        return found
 
     def memory_marks(
         self, context: Context | None = None, overrides: dict[int, Mark] | None = None
@@ -297,6 +330,12 @@ class SessionView:
         context window the server does not publish), as the CLI prints it."""
         notice = getattr(self.model, "notice", None)
         return notice if isinstance(notice, str) and notice else None
+
+    @property
+    def waits_for_fold(self) -> bool:
+        """Whether a request waits for a running fold (a server where a new request ends the
+        one in progress); elsewhere it goes at once, without what the fold will summarise."""
+        return bool(getattr(self.model, "interrupts", False))
 
     @property
     def store(self) -> Store | None:

@@ -25,8 +25,7 @@ def render_inspector_page() -> None:
     sess = open_page("Memory inspector")
     st.caption(
         f"Model: **{model_label(sess.bot)}** · budget {sess.bot.max_tokens:,} tokens · "
-        f"keep_recent {sess.bot.keep_recent} · {sess.bot.message_count:,} messages in "
-        "memory"
+        f"keep_recent {sess.bot.keep_recent} · {_message_counts(sess)}"
     )
     events = _events(sess)
     request, recall, summaries, tokens, log = st.tabs(
@@ -42,6 +41,21 @@ def render_inspector_page() -> None:
         _tokens_per_call(sess)
     with log:
         _event_log(events)
+
+
+def _message_counts(sess: ChatSession) -> str:
+    """The conversation's messages and how many this session holds, named apart."""
+    held = sess.bot.message_count
+    try:
+        stored = sess.bot.stored_message_count()
+    except StoreError:
+        return f"{held:,} messages held in memory"
+    if stored == held:
+        return f"{stored:,} messages"
+    return (
+        f"{stored:,} messages in the conversation, {held:,} held in memory (the rest are "
+        "folded into the summary, failed, cut off, or older than a request can hold)"
+    )
 
 
 def _events(sess: ChatSession) -> list[Event]:
@@ -63,7 +77,13 @@ def _next_request(sess: ChatSession) -> None:
     cols = st.columns(4)
     cols[0].metric("Prompt tokens", f"{budget.total:,}", help="Framing and reply priming included")
     cols[1].metric("Budget", f"{budget.limit:,}")
-    cols[2].metric("Messages", f"{len(context.parts):,}")
+    messages = sum(1 for p in context.parts if p.kind == "verbatim")
+    cols[2].metric(
+        "Messages word for word",
+        f"{messages:,}",
+        help=f"{len(context.parts):,} parts in all, with the system prompt, the recap and "
+        "the recalled block",
+    )
     cols[3].metric("Left out (trimmed)", f"{context.trimmed:,}")
     if context.dropped_summary:
         st.warning("The summary did not fit this budget and is left out of this request.")
@@ -83,8 +103,10 @@ def _next_request(sess: ChatSession) -> None:
         }
         for i, part in enumerate(context.parts, start=1)
     ]
+    frame = pd.DataFrame(rows)
+    frame["seq"] = frame["seq"].astype("Int64")  # blank, never "None", where a part has none
     st.dataframe(
-        pd.DataFrame(rows),
+        frame,
         hide_index=True,
         width="stretch",
         column_config={
@@ -223,7 +245,18 @@ COUNTED_BY = {
 def _tokens_per_call(sess: ChatSession) -> None:
     stats = list(sess.bot.stats)
     if not stats:
-        st.info("No model calls yet.")
+        replies = sum(
+            1 for e in sess.transcript if e["role"] == "assistant" and e.get("seq") is not None
+        )
+        if replies or sess.bot.current_summary is not None:
+            st.info(
+                "No model calls in this browser session yet: this conversation was opened "
+                "from the store, and token counts are listed for the calls made since. Its "
+                "earlier replies and summaries are in the chat and under Summary versions.",
+                icon=":material/info:",
+            )
+        else:
+            st.info("No model calls yet.")
         return
     st.altair_chart(stats_chart(stats), width="stretch")
     st.caption(f"Token counts: {sess.bot.counter_exactness}.")
@@ -253,6 +286,8 @@ def _tokens_per_call(sess: ChatSession) -> None:
             for s in stats
         ]
     )
+    for column in ("seq", "prompt (reported)", "completion (reported)"):
+        frame[column] = frame[column].astype("Int64")  # blank, never "None"
     st.dataframe(frame, hide_index=True, width="stretch")
 
 
