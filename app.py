@@ -20,6 +20,7 @@ page = st.navigation(
     [
         st.Page("pages/chat.py", title="Chat", icon=":material/chat:", default=True),
         st.Page("pages/inspector.py", title="Inspector", icon=":material/manage_search:"),
+        st.Page("pages/presenter.py", title="Presenter", icon=":material/co_present:"),
         st.Page("pages/conversations.py", title="Conversations", icon=":material/forum:"),
         st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     ]

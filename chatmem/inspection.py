@@ -12,9 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from chatmem.diffs import RequestDiff, request_diff
+from chatmem.errors import StoreError
 from chatmem.events import Event, EventKind
+from chatmem.marks import Mark, MemoryMarks, memory_marks
 from chatmem.memory import Budget, Context, Memory, Message, Recalled, Summary
 from chatmem.recall import RecallIndex, recall_unavailable
+from chatmem.text import snippet
 
 if TYPE_CHECKING:
     from chatmem.journal import Journal
@@ -50,6 +54,25 @@ class SummaryVersion:
     before_tokens: int | None = None
 
 
+@dataclass(frozen=True)
+class FoldStory:
+    """The last fold, before and after: the previous summary and the messages it folded,
+    then the summary it made."""
+
+    before_summary: str | None
+    folded: list[tuple[int, str, str]]  # (seq, speaker, text), at most FOLD_STORY_MESSAGES
+    folded_count: int
+    before_tokens: int | None  # the fold's input (previous summary and messages), if recorded
+    after_text: str
+    after_tokens: int
+    covers_seq: int
+    number: int  # the version it made
+
+
+RECALL_EVENTS_READ = 20  # the newest events searched for the last request's recall
+FOLD_STORY_MESSAGES = 40  # folded messages a story quotes (the count says how many there were)
+
+
 class SessionView:
     """Read-only views of a session (see the module docstring)."""
 
@@ -83,15 +106,65 @@ class SessionView:
         with self._lock:
             last = self.last_context
             newest = self.memory.messages[-1] if self.memory.messages else None
-            if (
-                not self.recall
-                or last is None
-                or not last.recalled
-                or newest is None
-                or newest.role == "user"  # a message waits for its reply: its own recall applies
-            ):
+            if not self.recall or newest is None or newest.role == "user":
+                # a message waits for its reply: its own recall applies
                 return self._context()
-            return self._context(recalled=list(last.recalled))
+            if last is None:  # reopened: what the last request recalled is in the store
+                return self._context(recalled=self._stored_recall(newest) or None)
+            return self._context(recalled=list(last.recalled)) if last.recalled else self._context()
+
+    def _stored_recall(self, newest: Message) -> list[Recalled]:
+        """What the last request recalled, read back from its ``recall`` event (so a reopened
+        conversation's gauge counts what it did before the reload); read once per reply."""
+        cached: tuple[int, list[Recalled]] | None = getattr(self, "_restored_recall", None)
+        if cached is not None and cached[0] == newest.seq:
+            return cached[1]
+        found: list[Recalled] = []
+        store, cid = self._journal.store, self.conversation_id
+        question = next((m.seq for m in reversed(self.memory.messages) if m.role == "user"), None)
+        if store is not None and cid is not None and question is not None:
+            try:
+                events = store.list_events(cid, limit=RECALL_EVENTS_READ)
+                for event in reversed(events):
+                    if event.kind != EventKind.RECALL or event.data.get("for_seq") != question:
+                        continue
+                    seqs = [s for s in event.data.get("seqs", []) if isinstance(s, int)]
+                    scores = event.data.get("scores") or []
+                    rows = {m.seq: m for m in store.messages_at(cid, seqs)}
+                    found = [
+                        Recalled(
+                            snippet(rows[s].name or rows[s].role, rows[s].content),
+                            s,
+                            float(scores[i]) if i < len(scores) else 0.0,
+                        )
+                        for i, s in enumerate(seqs)
+                        if s in rows
+                    ]
+                    break
+            except StoreError:
+                found = []
+        self._restored_recall = (newest.seq, found)
+        return found
+
+    def memory_marks(
+        self, context: Context | None = None, overrides: dict[int, Mark] | None = None
+    ) -> MemoryMarks:
+        """What the model sees of each message (the chat's marks), for ``context`` (default:
+        :meth:`next_request`). ``overrides``: marks people set (pinned, excluded)."""
+        with self._lock:
+            context = context if context is not None else self.next_request()
+            known = {m.seq: m.tokens for m in self.memory.messages}
+            return memory_marks(context, self.memory.summary, known, overrides)
+
+    def request_changes(self, context: Context | None = None) -> RequestDiff | None:
+        """The next request (or ``context``) against the last one sent; None before the first
+        request of this session."""
+        with self._lock:
+            last = self.last_context
+            if last is None:
+                return None
+            current = context if context is not None else self.next_request()
+            return request_diff(last, current, self.memory.covers_seq)
 
     def budget(self) -> Budget:
         with self._lock:
@@ -145,6 +218,48 @@ class SessionView:
             )
             for number, s in enumerate(store.list_summaries(cid), start=1)
         ]
+
+    def last_fold(self, versions: Sequence[SummaryVersion] | None = None) -> FoldStory | None:
+        """The newest summary version beside what it was made from (None before a fold).
+        Pass ``versions`` when they were just read (:meth:`summary_versions`)."""
+        versions = list(versions) if versions is not None else self.summary_versions()
+        if not versions:
+            return None
+        last = versions[-1]
+        previous = versions[-2] if len(versions) > 1 else None
+        first = previous.covers_seq + 1 if previous else 1
+        folded: list[tuple[int, str, str]] = []
+        store, cid = self._journal.store, self.conversation_id
+        if store is not None and cid is not None:
+            rows = store.messages(
+                cid, after_seq=first - 1, before_seq=last.covers_seq + 1, limit=FOLD_STORY_MESSAGES
+            )
+            folded = [(m.seq, m.name or m.role, m.content) for m in rows if m.status == "ok"]
+        else:
+            with self._lock:
+                folded = [
+                    (m.seq, m.name or m.role, m.content)
+                    for m in self.memory.messages
+                    if first <= m.seq <= last.covers_seq
+                ][:FOLD_STORY_MESSAGES]
+        return FoldStory(
+            before_summary=previous.text if previous else None,
+            folded=folded,
+            folded_count=last.messages if last.messages is not None else len(folded),
+            before_tokens=last.before_tokens,
+            after_text=last.text,
+            after_tokens=last.tokens,
+            covers_seq=last.covers_seq,
+            number=last.number,
+        )
+
+    def stored_message_count(self) -> int:
+        """Messages in the conversation (every one stored, failed and cut-off ones too);
+        without a store, those this session holds."""
+        store, cid = self._journal.store, self.conversation_id
+        if store is not None and cid is not None:
+            return store.count_messages(cid)
+        return self.message_count
 
     @property
     def current_summary(self) -> Summary | None:
@@ -215,6 +330,12 @@ class SessionView:
         context window the server does not publish), as the CLI prints it."""
         notice = getattr(self.model, "notice", None)
         return notice if isinstance(notice, str) and notice else None
+
+    @property
+    def waits_for_fold(self) -> bool:
+        """Whether a request waits for a running fold (a server where a new request ends the
+        one in progress); elsewhere it goes at once, without what the fold will summarise."""
+        return bool(getattr(self.model, "interrupts", False))
 
     @property
     def store(self) -> Store | None:

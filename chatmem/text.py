@@ -71,7 +71,47 @@ def clean_message(text: str) -> str:
     return clean_text(text).replace("\x00", "\ufffd")
 
 
+_SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
+_GREETING = re.compile(
+    r"^(hi|hello|hey|hiya|howdy|greetings|good (morning|afternoon|evening)|dear \w+)\b"
+    r"[\s,!.:-]*((there|all|everyone|folks|bot|assistant)\b)?[\s,!.:-]*",
+    re.IGNORECASE,
+)
+_FILLER = re.compile(
+    r"^(so|ok|okay|well|um|uh|right|also|please|pls|quick question)\b[\s,:-]*", re.I
+)
+_INTRO = re.compile(r"^(my name is|my name's|i am|i'm|this is|call me)\s+\S+[\s.!]*$", re.I)
+_ASK = re.compile(
+    r"^((can|could|would|will) you (please )?|please )?"
+    r"(help me (to |with )?|tell me( about)? |explain |"
+    r"i (want|need|would like|'d like) (you )?(to )?|i'm |i am )",
+    re.IGNORECASE,
+)
+
+
+def _topic(sentence: str) -> str:
+    """A sentence without its greeting, filler and request wording ("" if nothing is left
+    or it only says who is writing)."""
+    text = sentence.strip()
+    for pattern in (_GREETING, _FILLER, _GREETING):
+        text = pattern.sub("", text, count=1).strip()
+    if not text or _INTRO.match(text):
+        return ""
+    asked = _ASK.sub("", text, count=1).strip()
+    if asked != text and len(asked.split()) >= 2:
+        text = asked.rstrip("?").rstrip()
+    return text.rstrip(".!,;: ").strip()
+
+
 def title_from(text: str, limit: int = 60) -> str:
-    """A conversation title from its first message."""
+    """A conversation title from its first message, by rule (no model call): the first
+    sentence that says what the conversation is about, without greetings ("Hi there"),
+    introductions ("My name is Sam") or request wording ("Can you help me"); the first line
+    as it is when no sentence says more."""
     line = " ".join(text.split())
+    for sentence in _SENTENCES.split(text):
+        topic = " ".join(_topic(" ".join(sentence.split())).split())
+        if len(topic.split()) >= 2:
+            line = topic[0].upper() + topic[1:]
+            break
     return line if len(line) <= limit else line[: limit - 1].rsplit(" ", 1)[0] + "…"

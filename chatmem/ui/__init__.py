@@ -10,6 +10,7 @@ from chatmem.ui.chat import render_chat_page
 from chatmem.ui.compare import render_compare_page
 from chatmem.ui.conversations import render_conversations_page
 from chatmem.ui.inspector import render_inspector_page
+from chatmem.ui.presenter import render_presenter_page
 from chatmem.ui.sidebar import render_sidebar
 from chatmem.ui.state import (
     ChatSession,
@@ -34,6 +35,7 @@ __all__ = [
     "render_conversations_page",
     "render_inspector_page",
     "render_login_page",
+    "render_presenter_page",
     "render_sidebar",
     "require_session",
 ]

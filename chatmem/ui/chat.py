@@ -16,6 +16,7 @@ from __future__ import annotations
 import streamlit as st
 
 from chatmem.errors import StoreError
+from chatmem.ui.marks import chat_marks, draw_marks, marks_toggle
 from chatmem.ui.state import (
     ChatSession,
     model_label,
@@ -66,6 +67,7 @@ def _header(sess: ChatSession) -> None:
     with left:
         st.markdown("## Chat")
         st.caption(f"Answering: **{model_label(sess.bot)}**")
+        marks_toggle()
     with right:
         st.button(
             "New chat",
@@ -111,12 +113,15 @@ def _history(sess: ChatSession) -> None:
             on_click=_show_more,
             args=(sess,),
         )
+    marks = chat_marks(sess)  # None when the marks are switched off
     for entry in entries[max(0, len(entries) - sess.show) :]:
+        draw_marks(marks, entry, "before")
         with st.chat_message(entry["role"]):
             st.markdown(safe_markdown(entry["content"]))
             note = STATUS_NOTES.get(entry.get("status", "ok"))
             if note:
                 st.caption(note)
+            draw_marks(marks, entry, "inside")
 
 
 def _problems(sess: ChatSession) -> None:

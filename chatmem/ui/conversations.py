@@ -206,26 +206,23 @@ def _list(sess: ChatSession, query: str) -> None:
 def _row(sess: ChatSession, info: ConversationInfo) -> None:
     is_open = info.id == sess.conversation_id
     with st.container(border=True, key=f"conversation_{info.id}"):
-        cols = st.columns([4, 1, 1.2, 1], vertical_alignment="center")
         mark = " · *open*" if is_open else ""
-        cols[0].markdown(
+        st.markdown(
             f"**{safe_markdown(preview(info.title, 80))}**{mark}  \n"
             f":gray[updated {info.updated_at:%Y-%m-%d %H:%M} UTC]"
         )
-        if cols[1].button(
-            "Open", key=f"open_{info.id}", icon=":material/open_in_new:", width="stretch"
-        ):
-            open_in_chat(info.id)
-        rename = cols[2].popover(
-            "Rename", icon=":material/edit:", key=f"rename_pop_{info.id}", width="stretch"
-        )
-        with rename, st.form(f"rename_form_{info.id}", border=False):
-            st.text_input("New title", value=info.title, key=f"rename_{info.id}")
-            st.form_submit_button("Save", type="primary", on_click=_rename, args=(sess, info.id))
-        if cols[3].button(
-            "Delete", key=f"delete_{info.id}", icon=":material/delete:", width="stretch"
-        ):
-            _confirm_delete(sess, info)
+        # the buttons in a row of their own, each as wide as its label: never cut to "Op…"
+        with st.container(horizontal=True, gap="small", key=f"actions_{info.id}"):
+            if st.button("Open", key=f"open_{info.id}", icon=":material/open_in_new:"):
+                open_in_chat(info.id)
+            rename = st.popover("Rename", icon=":material/edit:", key=f"rename_pop_{info.id}")
+            with rename, st.form(f"rename_form_{info.id}", border=False):
+                st.text_input("New title", value=info.title, key=f"rename_{info.id}")
+                st.form_submit_button(
+                    "Save", type="primary", on_click=_rename, args=(sess, info.id)
+                )
+            if st.button("Delete", key=f"delete_{info.id}", icon=":material/delete:"):
+                _confirm_delete(sess, info)
 
 
 def _rename(sess: ChatSession, cid: str) -> None:

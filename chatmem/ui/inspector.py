@@ -13,6 +13,7 @@ import streamlit as st
 from chatmem.errors import ContextOverflow, StoreError
 from chatmem.events import Event
 from chatmem.inspection import SummaryVersion
+from chatmem.ui.changes import render_request_diff, render_text_diff
 from chatmem.ui.charts import stats_chart
 from chatmem.ui.recalled import MessageLookup, recall_turns
 from chatmem.ui.state import ChatSession, model_label, open_page, shown
@@ -24,8 +25,7 @@ def render_inspector_page() -> None:
     sess = open_page("Memory inspector")
     st.caption(
         f"Model: **{model_label(sess.bot)}** · budget {sess.bot.max_tokens:,} tokens · "
-        f"keep_recent {sess.bot.keep_recent} · {sess.bot.message_count:,} messages in "
-        "memory"
+        f"keep_recent {sess.bot.keep_recent} · {_message_counts(sess)}"
     )
     events = _events(sess)
     request, recall, summaries, tokens, log = st.tabs(
@@ -41,6 +41,21 @@ def render_inspector_page() -> None:
         _tokens_per_call(sess)
     with log:
         _event_log(events)
+
+
+def _message_counts(sess: ChatSession) -> str:
+    """The conversation's messages and how many this session holds, named apart."""
+    held = sess.bot.message_count
+    try:
+        stored = sess.bot.stored_message_count()
+    except StoreError:
+        return f"{held:,} messages held in memory"
+    if stored == held:
+        return f"{stored:,} messages"
+    return (
+        f"{stored:,} messages in the conversation, {held:,} held in memory (the rest are "
+        "folded into the summary, failed, cut off, or older than a request can hold)"
+    )
 
 
 def _events(sess: ChatSession) -> list[Event]:
@@ -62,7 +77,13 @@ def _next_request(sess: ChatSession) -> None:
     cols = st.columns(4)
     cols[0].metric("Prompt tokens", f"{budget.total:,}", help="Framing and reply priming included")
     cols[1].metric("Budget", f"{budget.limit:,}")
-    cols[2].metric("Messages", f"{len(context.parts):,}")
+    messages = sum(1 for p in context.parts if p.kind == "verbatim")
+    cols[2].metric(
+        "Messages word for word",
+        f"{messages:,}",
+        help=f"{len(context.parts):,} parts in all, with the system prompt, the recap and "
+        "the recalled block",
+    )
     cols[3].metric("Left out (trimmed)", f"{context.trimmed:,}")
     if context.dropped_summary:
         st.warning("The summary did not fit this budget and is left out of this request.")
@@ -82,8 +103,10 @@ def _next_request(sess: ChatSession) -> None:
         }
         for i, part in enumerate(context.parts, start=1)
     ]
+    frame = pd.DataFrame(rows)
+    frame["seq"] = frame["seq"].astype("Int64")  # blank, never "None", where a part has none
     st.dataframe(
-        pd.DataFrame(rows),
+        frame,
         hide_index=True,
         width="stretch",
         column_config={
@@ -101,6 +124,7 @@ def _next_request(sess: ChatSession) -> None:
         "recap and recalled quotes go as user-role messages, never as system ones: written "
         "from what was said (or imported), they get no more authority than your own words."
     )
+    render_request_diff(sess.bot)
 
 
 def _recall(sess: ChatSession, events: list[Event]) -> None:
@@ -177,6 +201,7 @@ def _summary_versions(sess: ChatSession, events: list[Event]) -> None:
         else:
             st.markdown(safe_markdown(summary.text))
         return
+    _compare_versions(versions)
     st.caption(f"{len(versions)} version(s), newest first.")
     for version in reversed(versions):
         folded = (
@@ -192,6 +217,23 @@ def _summary_versions(sess: ChatSession, events: list[Event]) -> None:
             st.markdown(safe_markdown(version.text))
 
 
+def _compare_versions(versions: list[SummaryVersion]) -> None:
+    """One version against another, word by word (the two newest by default)."""
+    if len(versions) < 2:
+        return
+    numbers = [v.number for v in versions]
+    left, right = st.columns(2)
+    old = left.selectbox("Compare version", numbers, index=len(numbers) - 2, key="diff_from")
+    new = right.selectbox("with version", numbers, index=len(numbers) - 1, key="diff_to")
+    by_number = {v.number: v for v in versions}
+    with st.container(key="summary_diff", border=True):
+        st.caption(
+            f"v{old} → v{new}: :red[struck through] left out, :green[highlighted] added · "
+            f"{by_number[old].tokens:,} → {by_number[new].tokens:,} tokens"
+        )
+        render_text_diff(by_number[old].text, by_number[new].text)
+
+
 COUNTED_BY = {
     "server": "the server's usage",
     "tokenizer": "the server's tokenizer (its stream had no usage)",
@@ -203,7 +245,18 @@ COUNTED_BY = {
 def _tokens_per_call(sess: ChatSession) -> None:
     stats = list(sess.bot.stats)
     if not stats:
-        st.info("No model calls yet.")
+        replies = sum(
+            1 for e in sess.transcript if e["role"] == "assistant" and e.get("seq") is not None
+        )
+        if replies or sess.bot.current_summary is not None:
+            st.info(
+                "No model calls in this browser session yet: this conversation was opened "
+                "from the store, and token counts are listed for the calls made since. Its "
+                "earlier replies and summaries are in the chat and under Summary versions.",
+                icon=":material/info:",
+            )
+        else:
+            st.info("No model calls yet.")
         return
     st.altair_chart(stats_chart(stats), width="stretch")
     st.caption(f"Token counts: {sess.bot.counter_exactness}.")
@@ -233,6 +286,8 @@ def _tokens_per_call(sess: ChatSession) -> None:
             for s in stats
         ]
     )
+    for column in ("seq", "prompt (reported)", "completion (reported)"):
+        frame[column] = frame[column].astype("Int64")  # blank, never "None"
     st.dataframe(frame, hide_index=True, width="stretch")
 
 

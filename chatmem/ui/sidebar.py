@@ -13,6 +13,7 @@ import streamlit as st
 from chatmem.config import KEEP_RECENT_RANGE, MAX_TOKENS_MIN
 from chatmem.errors import ContextOverflow, StoreError
 from chatmem.events import EventKind
+from chatmem.memory import Context
 from chatmem.ui.charts import GAUGE_COLOR_NAMES, WARN_AT, budget_share, gauge_html, segments
 from chatmem.ui.state import (
     KEEP_RECENT_KEY,
@@ -99,6 +100,13 @@ def _gauge(sess: ChatSession) -> None:
             f":{GAUGE_COLOR_NAMES[name]}[■] {name} {tokens:,}"
             for name, tokens in segments(budget).items()
         )
+        # the gray segment holds the system prompt and the reply's priming: name both, so the
+        # figure matches the inspector's system row
+        legend = legend.replace(
+            f"system {budget.system + budget.priming:,}",
+            f"system {budget.system:,} + {budget.priming:,} priming",
+            1,
+        )
         recalled = (
             f"  \n{len(context.recalled)} older message(s) recalled for your last message"
             if context.recalled
@@ -107,6 +115,31 @@ def _gauge(sess: ChatSession) -> None:
         st.caption(
             f"{legend}  \nand {budget.reply_reserve:,} more reserved for the reply{recalled}"
         )
+        _gauge_notes(sess, context)
+
+
+def _gauge_notes(sess: ChatSession, context: Context) -> None:
+    """Why the gauge may look emptier than the chat: a last exchange that no longer fits,
+    a fold still running."""
+    bot = sess.bot
+    newest = bot.newest_message()
+    notes = []
+    if context.budget.recent == 0 and newest is not None and newest.role != "user":
+        notes.append(
+            "Recent 0: the last exchange is longer than this budget leaves room for, so your "
+            "next message goes without it (only its summary, once folded, and what recall "
+            "brings back)."
+        )
+    if bot.folding:
+        notes.append(
+            "Your next message waits for the fold, then goes with the new summary."
+            if bot.waits_for_fold
+            else "Sent before the fold lands, your next message goes as shown: the messages "
+            "being folded are left out, not yet summarised."
+        )
+    if notes:
+        with st.container(key="gauge_notes"):
+            st.caption("  \n".join(notes))
 
 
 def _summary(sess: ChatSession) -> None:

@@ -26,6 +26,8 @@ LAYERS: list[set[str]] = [
         "chatmem.factory",
         "chatmem.journal",
         "chatmem.inspection",
+        "chatmem.marks",
+        "chatmem.diffs",
         "chatmem.sync",
         "chatmem.folding",
     },
