@@ -28,6 +28,7 @@ LAYERS: list[set[str]] = [
         "chatmem.inspection",
         "chatmem.sync",
         "chatmem.folding",
+        "chatmem.corrections",
     },
     {"chatmem.session"},
     {"chatmem.replay", "chatmem.sample_conversation", "chatmem.cli", "chatmem"},
