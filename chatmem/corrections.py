@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from chatmem.errors import CorrectionRefused, SummaryConflict
@@ -33,7 +33,7 @@ from chatmem.events import Event, EventKind
 from chatmem.inspection import SummaryVersion
 from chatmem.journal import Journal
 from chatmem.memory import Memory, Message, Summary
-from chatmem.sync import StoreSync
+from chatmem.sync import StoreSync, stored_as_message
 from chatmem.text import clean_message
 
 PIN_SHARE: Final = 0.5
@@ -58,6 +58,18 @@ def pin_problem(memory: Memory, message: Message) -> str | None:
             f"{memory.max_tokens:,}-token budget). Unpin another message or raise the budget."
         )
     return None
+
+
+@dataclass(frozen=True)
+class MarkRow:
+    """A message as the corrections view lists it."""
+
+    seq: int
+    role: str
+    text: str
+    tokens: int
+    pinned: bool
+    excluded: bool
 
 
 class Corrections:
@@ -195,6 +207,46 @@ class Corrections:
         """The seqs of the messages left out of requests and folds, oldest first."""
         with self._lock:
             return sorted(self.memory.excluded)
+
+    @property
+    def summary_cap(self) -> int:
+        """Tokens the summary text may take (what an edit is checked against)."""
+        return self.memory.summary_cap
+
+    def count_text(self, text: str) -> int:
+        """Tokens of ``text`` as the summary cap counts them."""
+        return self.memory.counter.text(text)
+
+    def pin_room(self) -> tuple[int, int]:
+        """(tokens the pinned messages take, tokens they may take together)."""
+        with self._lock:
+            return sum(p.tokens for p in self.memory.sent_pins()), pin_limit(self.memory)
+
+    def mark_rows(self, limit: int = 60) -> list[MarkRow]:
+        """The newest ``limit`` messages (from the store when there is one, so folded ones
+        too) and every pinned or excluded one, newest first: what a person can mark."""
+        store, cid = self._journal.store, self._journal.conversation_id
+        with self._lock:
+            mem = self.memory
+            found = {m.seq: m for m in mem.messages[-limit:]} | dict(mem.pins)
+            wanted = set(mem.excluded)
+        if store is not None and cid is not None:
+            newest = store.messages(cid, before_seq=self._sync.seen_seq + 1, limit=limit)
+            stored = [m for m in newest if m.status == "ok" and m.seq not in found]
+            missing = wanted - found.keys() - {m.seq for m in stored}
+            stored += [m for m in store.messages_at(cid, missing) if m.status == "ok"]
+            found |= {m.seq: stored_as_message(self.memory, m) for m in stored}
+        return [
+            MarkRow(
+                m.seq,
+                m.name or m.role,
+                m.content,
+                m.tokens,
+                m.seq in mem.pins,
+                m.seq in mem.excluded,
+            )
+            for m in sorted(found.values(), key=lambda m: m.seq, reverse=True)
+        ]
 
     def _marked_message(self, seq: int, what: str) -> Message:
         if isinstance(seq, bool) or not isinstance(seq, int):

@@ -191,7 +191,7 @@ class StoreSync:
         if store is None or cid is None:
             return None
         found = [m for m in store.messages_at(cid, [seq]) if m.status == "ok"]
-        return _message(self.memory, found[0]) if found else None
+        return stored_as_message(self.memory, found[0]) if found else None
 
     # -- folding --------------------------------------------------------------------------
     def fold_input(self, plan: FoldPlan) -> tuple[Sequence[Message], int]:
@@ -209,14 +209,15 @@ class StoreSync:
         covers = rows[-1].seq if rows else plan.covers_seq
         held = {m.seq: m for m in plan.messages}
         messages = [
-            held.get(m.seq) or _message(self.memory, m)
+            held.get(m.seq) or stored_as_message(self.memory, m)
             for m in rows
             if m.status == "ok" and m.seq not in excluded
         ]
         return messages, covers
 
 
-def _message(memory: Memory, m: StoredMessage) -> Message:
+def stored_as_message(memory: Memory, m: StoredMessage) -> Message:
+    """A stored message as memory holds one (its stored token count, else counted)."""
     tokens = m.tokens if m.tokens is not None else memory.count(m.role, m.content, m.name)
     return Message(
         m.role,
