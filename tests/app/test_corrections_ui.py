@@ -15,7 +15,7 @@ from tests.fakes import FakeServerProcess
 def folded_conversation(store: Store) -> str:
     bot = ChatMemory(store=store, max_tokens=300, keep_recent=4, background=False)
     bot.ask("Hi, my name is Sam.")
-    for i in range(10):
+    for i in range(7):
         bot.ask(f"Topic {i}: gardens, rivers, trains and old maps.")
     assert bot.current_summary is not None
     bot.close()
@@ -73,26 +73,28 @@ def test_pin_and_leave_out_from_the_inspector(app_env: FakeServerProcess, store:
     cid = folded_conversation(store)
     at = inspector(cid)
     try:
+        newest = store.messages(cid)[-1].seq
         newest_first = at.selectbox(key="corrections_message").options
-        assert newest_first[0].startswith("#22 assistant")
-        at.selectbox(key="corrections_message").set_value(21).run()
+        assert newest_first[0].startswith(f"#{newest} assistant")
+        pin, leave_out = 1, newest - 2  # folded long ago; the last question but one
+        at.selectbox(key="corrections_message").set_value(pin).run()
         button(at, "corrections_pin")
         assert at.button(key="corrections_pin").label == "Unpin"
-        at.selectbox(key="corrections_message").set_value(19).run()
+        at.selectbox(key="corrections_message").set_value(leave_out).run()
         button(at, "corrections_exclude")
-        assert marks_in_force(store.marks(cid)) == {"pin": {21}, "exclude": {19}}
+        assert marks_in_force(store.marks(cid)) == {"pin": {pin}, "exclude": {leave_out}}
         marked = at.main.dataframe[-2].value  # the table of marked messages
         assert sorted(zip(marked["seq"], marked["mark"], strict=True)) == [
-            (19, "left out"),
-            (21, "pinned"),
+            (pin, "pinned"),
+            (leave_out, "left out"),
         ]
         request = at.main.dataframe[0].value  # the next request shows the pin by kind
-        assert 21 in list(request[request["kind"] == "pinned"]["seq"])
-        assert 19 not in list(request["seq"])
+        assert list(request[request["kind"] == "pinned"]["seq"]) == [pin]
+        assert leave_out not in list(request["seq"])
         log = list(at.main.dataframe[-1].value["kind"])
         assert "pin" in log and "exclude" in log
         # a pinned message cannot be left out: refused in plain words
-        at.selectbox(key="corrections_message").set_value(21).run()
+        at.selectbox(key="corrections_message").set_value(pin).run()
         button(at, "corrections_exclude")
         assert any("unpin it before leaving it out" in e.value for e in at.error)
     finally:
