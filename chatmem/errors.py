@@ -146,3 +146,9 @@ class SummaryConflict(StoreError):
         super().__init__(
             f"the summary extends version {extends_id}, but version {newest_id} is newer"
         )
+
+
+class CorrectionRefused(ChatmemError):
+    """A person's correction of the memory was refused (a summary over its cap, a pin that
+    would not fit, a summary changed meanwhile); nothing was changed and the message says
+    why. The text the person wrote is theirs to keep: the caller leaves it in the editor."""

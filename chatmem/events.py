@@ -1,8 +1,9 @@
 """Events: what happened to a conversation's memory, in one shape everywhere.
 
 A session records an :class:`Event` for every fold, failed fold, trim, recall, shrunk
-request and error. The same object is kept in memory (``ChatMemory.events()``), written to
-the store's ``events`` table, exported, and drawn by the inspector: no second shape.
+request, error and correction by a person. The same object is kept in memory
+(``ChatMemory.events()``), written to the store's ``events`` table, exported, and drawn by
+the inspector: no second shape.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ class EventKind(StrEnum):
     RECALL_FALLBACK = "recall_fallback"  # embedding a query failed; BM25 alone for this turn
     EMBEDDINGS_OFF = "embeddings_off"  # embeddings cannot work with these settings; BM25 only
     RECALL_UNAVAILABLE = "recall_unavailable"  # the store's search index is damaged; no recall
+    SUMMARY_EDITED = "summary_edited"  # a person wrote a new summary version
+    SUMMARY_RESTORED = "summary_restored"  # a person restored an earlier summary version
+    PIN = "pin"  # a person pinned a message (always sent) or unpinned it
+    EXCLUDE = "exclude"  # a person left a message out of requests and folds, or took it back
 
 
 def event_kind(raw: str) -> EventKind | str:

@@ -52,6 +52,8 @@ class SummaryVersion:
     created_at: float | None
     messages: int | None = None  # messages folded into this version
     before_tokens: int | None = None
+    edited_by: str | None = None  # "person": a person wrote it (None: a fold did)
+    restored_from: int | None = None  # the number of the earlier version it copies
 
 
 @dataclass(frozen=True)
@@ -213,10 +215,14 @@ class SessionView:
                 tokens=s.tokens,
                 covers_seq=s.covers_seq,
                 created_at=s.created_at.timestamp(),
-                messages=folds.get(s.covers_seq, {}).get("messages"),
-                before_tokens=folds.get(s.covers_seq, {}).get("before_tokens"),
+                messages=fold.get("messages"),
+                before_tokens=fold.get("before_tokens"),
+                edited_by=s.edited_by,
+                restored_from=s.restored_from,
             )
             for number, s in enumerate(store.list_summaries(cid), start=1)
+            # a corrected version covers what its fold did, but no fold made it
+            for fold in [{} if s.edited_by or s.restored_from else folds.get(s.covers_seq, {})]
         ]
 
     def last_fold(self, versions: Sequence[SummaryVersion] | None = None) -> FoldStory | None:

@@ -25,7 +25,13 @@ from chatmem.redact import CONTENT_SECRET_MIN, redact, redact_data, register
 from chatmem.store.history import UNCHECKED
 
 if TYPE_CHECKING:
-    from chatmem.store import LoadedConversation, Store, StoredMessage, StoredSummary
+    from chatmem.store import (
+        LoadedConversation,
+        Store,
+        StoredMark,
+        StoredMessage,
+        StoredSummary,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +117,13 @@ class Journal:
         usage: dict[str, Any] | None,
         extends: Any = UNCHECKED,
         input_seqs: Iterable[int] | None = None,
+        edited_by: str | None = None,
+        restored_from: int | None = None,
     ) -> StoredSummary | None:
         """Store a summary version; with ``extends`` (the version it was built on, None for
         the first) by compare-and-set: ``SummaryConflict`` if a newer version landed.
-        ``input_seqs``: the messages it read."""
+        ``input_seqs``: the messages it read; ``edited_by``, ``restored_from``: a person's
+        correction."""
         if self.store is None or self.conversation_id is None:
             return None
         return self.store.add_summary(
@@ -126,7 +135,15 @@ class Journal:
             usage=usage,
             extends=extends,
             input_seqs=input_seqs,
+            edited_by=edited_by,
+            restored_from=restored_from,
         )
+
+    def mark(self, seq: int, kind: str, value: bool) -> StoredMark | None:
+        """Store a pin or exclusion of message ``seq`` (or its undoing)."""
+        if self.store is None or self.conversation_id is None:
+            return None
+        return self.store.mark_message(self.conversation_id, seq, kind, value)
 
     def add_event(self, event: Event) -> Event:
         """The event, scrubbed, as stored (with its row id), or as it would be stored when

@@ -14,7 +14,9 @@ message and runs to the next one), so the verbatim part never opens with a reply
 
 The recalled and summary blocks are sent with :data:`MEMORY_ROLE` (``user``), never as system
 messages: they are written from what was said (and may come from an imported file), so they
-get no more authority than the user's own words. ``bench/bench_framing.py`` measured the
+get no more authority than the user's own words. A person's corrections shape each request: a pinned
+message (``Memory.pins``) is in every request, counted in the budget; an excluded one
+(``Memory.excluded``) is never sent. ``bench/bench_framing.py`` measured the
 placements (the README's security section has the table).
 """
 
@@ -92,7 +94,7 @@ class Recalled:
 class Part:
     """One message of a request, with what kind of memory it came from."""
 
-    kind: str  # "system", "summary", "recalled" or "verbatim"
+    kind: str  # "system", "summary", "recalled", "pinned" or "verbatim"
     message: dict[str, Any]
     tokens: int
     seq: int | None = None
@@ -109,11 +111,12 @@ class Budget:
     priming: int
     reply_reserve: int
     limit: int
+    pinned: int = 0  # pinned messages (sent wherever they are; see Memory.pins)
 
     @property
     def total(self) -> int:
         """Prompt tokens of the request (framing and reply priming included)."""
-        return self.system + self.summary + self.recalled + self.recent + self.priming
+        return self.system + self.summary + self.recalled + self.recent + self.pinned + self.priming
 
     @property
     def free(self) -> int:
@@ -125,6 +128,7 @@ class Budget:
             "summary": self.summary,
             "recalled": self.recalled,
             "recent": self.recent,
+            "pinned": self.pinned,
             "priming": self.priming,
             "reply_reserve": self.reply_reserve,
             "total": self.total,
@@ -142,6 +146,7 @@ class Context:
     dropped_summary: bool = False
     dropped_recalled: int = 0
     recalled: tuple[Recalled, ...] = ()
+    dropped_pins: tuple[int, ...] = ()  # pinned seqs left out: the pins outgrew the budget
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -237,6 +242,8 @@ class Memory:
     recall_share: float = 0.0  # share of max_tokens reserved for recalled snippets
     messages: list[Message] = field(default_factory=list)
     summary: Summary | None = None
+    pins: dict[int, Message] = field(default_factory=dict)  # seq -> always sent verbatim
+    excluded: set[int] = field(default_factory=set)  # seqs never sent nor folded again
     _cum_tokens: list[int] = field(default_factory=list, repr=False, compare=False)
 
     # -- reading -------------------------------------------------------------------------
@@ -386,11 +393,17 @@ class Memory:
         reserve = int(limit * self.recall_share) if candidates else 0
         first = self._first_unfolded()
         unfolded_count = len(self.messages) - first
+        pins = self.sent_pins()
+        dropped_pins: list[int] = []
 
         while True:
-            room = limit - priming - system_tokens - summary_tokens - reserve
-            window = self._window(first, room, answering)
-            verbatim, recent_tokens, newest_fits = self._fit_tail(window, 0, room)
+            pin_tokens = sum(p.tokens for p in pins)
+            room = limit - priming - system_tokens - summary_tokens - reserve - pin_tokens
+            window = self._window(first, room + pin_tokens + self._excluded_tokens(), answering)
+            if self.excluded:
+                window = [m for m in window if m.seq not in self.excluded]
+            pinned = {p.seq for p in pins}
+            verbatim, recent_tokens, newest_fits = self._fit_tail(window, 0, room, pinned)
             if newest_fits:
                 break
             if reserve:
@@ -399,14 +412,23 @@ class Memory:
             if summary_msg:
                 summary_msg, summary_tokens = None, 0
                 continue
+            if pins:  # the pins outgrew a lowered budget: the oldest wait, this request
+                dropped_pins.append(pins.pop(0).seq)
+                continue
             newest = window[-1] if unfolded_count and window else None
             needed = system_tokens + priming + (newest.tokens if newest else 0)
             raise ContextOverflow(needed, limit, "The newest message")
 
         first_verbatim = min((m.seq for m in verbatim), default=self.next_seq)
-        free = limit - priming - system_tokens - summary_tokens - recent_tokens
+        free = limit - priming - system_tokens - summary_tokens - recent_tokens - pin_tokens
         free = min(free, reserve)  # recall keeps to its share, so prompts stay flat
-        eligible = [c for c in candidates if c.seq is None or c.seq < first_verbatim]
+        in_tail = {m.seq for m in verbatim}
+        eligible = [
+            c
+            for c in candidates
+            if c.seq is None
+            or (c.seq < first_verbatim and c.seq not in pinned and c.seq not in self.excluded)
+        ]
         chosen = self._fit_recalled(eligible, free)
         recall_msg = self._recall_message(chosen) if chosen else None
         recall_tokens = self.counter.message(recall_msg) if recall_msg else 0
@@ -418,7 +440,13 @@ class Memory:
             parts.append(Part("recalled", recall_msg, recall_tokens))
         if summary_msg:
             parts.append(Part("summary", summary_msg, summary_tokens))
-        parts.extend(Part("verbatim", m.to_api(), m.tokens, m.seq) for m in verbatim)
+        parts.extend(
+            Part("pinned", p.to_api(), p.tokens, p.seq) for p in pins if p.seq not in in_tail
+        )
+        parts.extend(
+            Part("pinned" if m.seq in pinned else "verbatim", m.to_api(), m.tokens, m.seq)
+            for m in verbatim
+        )
         budget = Budget(
             system=system_tokens,
             summary=summary_tokens,
@@ -427,15 +455,28 @@ class Memory:
             priming=priming,
             reply_reserve=self.reply_reserve,
             limit=limit,
+            pinned=pin_tokens,
         )
+        covers = self.covers_seq
+        left_out = sum(1 for s in self.excluded if s > covers)  # never sent: not trimmed
+        sent_before = sum(1 for p in pins if p.seq > covers and p.seq not in in_tail)
         return Context(
             parts=tuple(parts),
             budget=budget,
-            trimmed=unfolded_count - len(verbatim),
+            trimmed=max(0, unfolded_count - len(verbatim) - left_out - sent_before),
             dropped_summary=self.summary is not None and summary_msg is None,
             dropped_recalled=len(eligible) - len(chosen),
             recalled=tuple(chosen),
+            dropped_pins=tuple(dropped_pins),
         )
+
+    # -- corrections: pins and exclusions --------------------------------------------------
+    def sent_pins(self) -> list[Message]:
+        """The pinned messages every request carries (not excluded), oldest first."""
+        return [self.pins[s] for s in sorted(self.pins) if s not in self.excluded]
+
+    def _excluded_tokens(self) -> int:
+        return sum(m.tokens for s in self.excluded if (m := self.message(s)) is not None)
 
     def _fit_recalled(self, candidates: Sequence[Recalled], room: int) -> list[Recalled]:
         """The most relevant candidates whose block fits in ``room``, oldest first.
@@ -466,19 +507,24 @@ class Memory:
 
     @staticmethod
     def _fit_tail(
-        messages: Sequence[Message], first: int, room: int
+        messages: Sequence[Message],
+        first: int,
+        room: int,
+        paid: frozenset[int] | set[int] = frozenset(),
     ) -> tuple[list[Message], int, bool]:
         """The newest whole exchanges of ``messages[first:]`` that fit in ``room`` tokens.
 
         Returns (messages, their tokens, ok). The kept part always starts at a user
         message. ``ok`` is False when the room is negative or the newest message is a
-        user message that cannot be kept. Walks back from the newest message only as far
+        user message that cannot be kept. Messages in ``paid`` (pinned: counted apart) cost
+        nothing here. Walks back from the newest message only as far
         as the room allows, so the cost does not grow with the history.
         """
         end = len(messages)
         start, used, suffix = end, 0, 0
         for i in range(end - 1, first - 1, -1):
-            suffix += messages[i].tokens
+            if messages[i].seq not in paid:
+                suffix += messages[i].tokens
             if suffix > room:
                 break
             if messages[i].role == "user":
@@ -491,11 +537,14 @@ class Memory:
     def history_tokens(self) -> int:
         """Tokens of system + summary + every unfolded message: the request with no trim."""
         summary_msg = self.summary_message()
+        covers = self.covers_seq
         return (
             self.counter.message(self.system_message())
             + (self.counter.message(summary_msg) if summary_msg else 0)
             + self._unfolded_tokens()
             + self.counter.format.reply_priming
+            + sum(p.tokens for p in self.sent_pins() if p.seq <= covers)  # folded, still sent
+            - sum(m.tokens for s in self.excluded if s > covers and (m := self.message(s)))
         )
 
     def _unfolded_tokens(self) -> int:
@@ -538,6 +587,7 @@ class Memory:
             + self.counter.format.reply_priming
             + self.counter.message(memory_message(summary_block("")))
             + self.summary_cap
+            + sum(p.tokens for p in self.sent_pins() if p.seq <= self.covers_seq)
         )
         target = int(self._history_limit() * self.fold_target)
         kept = sum(m.tokens for m in unfolded[keep_from:])

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chatmem.config import Settings, check_bound, load_settings
+from chatmem.corrections import Corrections
 from chatmem.errors import (
     ContextOverflow,
     ModelError,
@@ -65,7 +66,7 @@ class _Reply:
         return text or (self.error.partial if self.error is not None else "")
 
 
-class ChatMemory(Folding, SessionView):
+class ChatMemory(Folding, Corrections, SessionView):
     """A chatbot that remembers within a token budget.
 
     >>> bot = ChatMemory(system="You are a friendly assistant. Be concise.")
@@ -397,6 +398,14 @@ class ChatMemory(Folding, SessionView):
                 seqs=[r.seq for r in context.recalled],
                 for_seq=self._question or self.memory.messages[-1].seq,
                 scores=[round(r.score, 3) for r in context.recalled],
+            )
+        if context.dropped_pins:
+            seqs = ", ".join(str(s) for s in context.dropped_pins)
+            self._record(
+                EventKind.TRIM,
+                f"The pinned messages no longer fit the budget: left pinned message(s) {seqs} "
+                "out of this request. Unpin some, or raise the budget.",
+                dropped_pins=list(context.dropped_pins),
             )
         if context.trimmed:
             self._record(

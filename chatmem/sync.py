@@ -12,7 +12,9 @@ its :class:`~chatmem.memory.Memory` in step with the store through a :class:`Sto
   (every message after the version it extends, up to the seq it will cover), so a summary
   never claims a message it did not read. The fold then lands by compare-and-set
   (``Store.add_summary(extends=...)``), and a fold that lost the race is rebuilt on the newer
-  version (``ChatMemory._fold_now``).
+  version (``ChatMemory._fold_now``). Excluded messages are left out of it.
+- **marks** (:meth:`StoreSync.take_marks`): the pins and exclusions people made, on resume and
+  at each catch-up (the ones after the newest mark id held), so every tab sends the same.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from chatmem.recall import RecallIndex
 from chatmem.store import history as store_history
 
 if TYPE_CHECKING:
-    from chatmem.store import StoredMessage, StoredSummary
+    from chatmem.store import StoredMark, StoredMessage, StoredSummary
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class StoreSync:
         self.recall_index = recall_index
         self.seen_seq = 0  # every message up to this seq is in memory (or was skipped: not ok)
         self.summary_id: int | None = None  # the newest summary version held
+        self.mark_id = 0  # the newest pin or exclusion held
 
     @property
     def active(self) -> bool:
@@ -127,6 +130,7 @@ class StoreSync:
             batch = tuple(m for m in older if m.seq > covers)
         for m, tokens in reversed(kept):
             self._hold(m, tokens)
+        self.take_marks(store.marks(cid))
         return loaded.info.title
 
     # -- catch-up -------------------------------------------------------------------------
@@ -153,14 +157,41 @@ class StoreSync:
             return 0
         read = 0
         while True:
-            changes = store.changes(cid, self.seen_seq, self.summary_id, limit=CATCH_UP_PAGE)
+            changes = store.changes(
+                cid, self.seen_seq, self.summary_id, limit=CATCH_UP_PAGE, mark_id=self.mark_id
+            )
             for m in changes.messages:
                 self._hold(m)
             read += len(changes.messages)
             if changes.summary is not None:
                 self._take_summary(changes.summary)
+            self.take_marks(changes.marks)
             if not changes.more:
                 return read
+
+    # -- marks ----------------------------------------------------------------------------
+    def take_marks(self, marks: Sequence[StoredMark]) -> None:
+        """Apply pins and exclusions (oldest first) to memory; a pinned message memory does
+        not hold (folded, or older than what was resumed) is read from the store."""
+        mem = self.memory
+        for mark in marks:
+            self.mark_id = max(self.mark_id, mark.id)
+            if mark.kind == "exclude":
+                (mem.excluded.add if mark.value else mem.excluded.discard)(mark.seq)
+            elif not mark.value:
+                mem.pins.pop(mark.seq, None)
+            else:
+                held = mem.message(mark.seq) or self.stored_message(mark.seq)
+                if held is not None:
+                    mem.pins[mark.seq] = held
+
+    def stored_message(self, seq: int) -> Message | None:
+        """Message ``seq`` read from the store, as memory holds messages (ok ones only)."""
+        store, cid = self.journal.store, self.journal.conversation_id
+        if store is None or cid is None:
+            return None
+        found = [m for m in store.messages_at(cid, [seq]) if m.status == "ok"]
+        return stored_as_message(self.memory, found[0]) if found else None
 
     # -- folding --------------------------------------------------------------------------
     def fold_input(self, plan: FoldPlan) -> tuple[Sequence[Message], int]:
@@ -168,8 +199,9 @@ class StoreSync:
         covers: every ok message after the version it extends, up to ``plan.covers_seq``
         (at most :data:`FOLD_READ_LIMIT`, oldest first). Without a store: the plan's own."""
         store, cid = self.journal.store, self.journal.conversation_id
+        excluded = self.memory.excluded
         if store is None or cid is None:
-            return plan.messages, plan.covers_seq
+            return [m for m in plan.messages if m.seq not in excluded], plan.covers_seq
         after = plan.previous.covers_seq if plan.previous else 0
         rows = store.messages(
             cid, after_seq=after, before_seq=plan.covers_seq + 1, limit=FOLD_READ_LIMIT
@@ -177,18 +209,23 @@ class StoreSync:
         covers = rows[-1].seq if rows else plan.covers_seq
         held = {m.seq: m for m in plan.messages}
         messages = [
-            held.get(m.seq)
-            or Message(
-                m.role,
-                m.content,
-                m.seq,
-                m.tokens if m.tokens is not None else self.memory.count(m.role, m.content),
-                name=m.name,
-                usage=m.usage,
-                id=m.id,
-                reply_to=m.reply_to,
-            )
+            held.get(m.seq) or stored_as_message(self.memory, m)
             for m in rows
-            if m.status == "ok"
+            if m.status == "ok" and m.seq not in excluded
         ]
         return messages, covers
+
+
+def stored_as_message(memory: Memory, m: StoredMessage) -> Message:
+    """A stored message as memory holds one (its stored token count, else counted)."""
+    tokens = m.tokens if m.tokens is not None else memory.count(m.role, m.content, m.name)
+    return Message(
+        m.role,
+        m.content,
+        m.seq,
+        tokens,
+        name=m.name,
+        usage=m.usage,
+        id=m.id,
+        reply_to=m.reply_to,
+    )

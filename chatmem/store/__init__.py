@@ -19,9 +19,9 @@ The modules, lowest first (each imports only those above it, plus ``chatmem.erro
 - ``schema``: the tables and the numbered migrations (the layout of the data is described
   there).
 - ``queries``, ``engine``: statements the parts share; engine, WAL, locking, transactions.
-- ``messages``, ``history``, ``search``, ``validate``, ``transfer``: the bodies of the
-  ``Store`` methods that write messages; summaries, events and resuming; full-text search and
-  embeddings; import checking; export and import.
+- ``messages``, ``history``, ``marks``, ``search``, ``validate``, ``transfer``: the bodies of
+  the ``Store`` methods that write messages; summaries, events and resuming; pins and
+  exclusions; full-text search and embeddings; import checking; export and import.
 - ``core``: the ``Store`` class itself.
 
 Reading methods that return a collection (``messages``, ``list_summaries``, ``list_events``,
@@ -54,9 +54,11 @@ from chatmem.store.records import (
     IndexRebuild,
     LoadedConversation,
     SearchHit,
+    StoredMark,
     StoredMessage,
     StoredSummary,
     clean_settings,
+    marks_in_force,
 )
 from chatmem.store.schema import MIGRATIONS, PG_INDEXED_CHARS, SCHEMA_VERSION, TABLE_NAMES
 from chatmem.store.search import EMBEDDING_MAX_DIMS
@@ -99,11 +101,13 @@ __all__ = [
     "SearchIndexError",
     "Store",
     "StoreError",
+    "StoredMark",
     "StoredMessage",
     "StoredSummary",
     "SummaryConflict",
     "check_database_url",
     "clean_settings",
+    "marks_in_force",
     "mask_url",
     "resolve_database_url",
 ]

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from chatmem.errors import LocationError, SearchIndexError, StoreError
 from chatmem.events import Event
 from chatmem.redact import mask_url
-from chatmem.store import history, search, transfer
+from chatmem.store import history, marks, search, transfer
 from chatmem.store import messages as message_writes
 from chatmem.store.engine import (
     create_engine,
@@ -47,6 +47,7 @@ from chatmem.store.records import (
     Role,
     SearchHit,
     Status,
+    StoredMark,
     StoredMessage,
     StoredSummary,
     check,
@@ -492,13 +493,16 @@ class Store:
         *,
         extends: Any = history.UNCHECKED,
         input_seqs: Iterable[int] | None = None,
+        edited_by: str | None = None,
+        restored_from: int | None = None,
     ) -> StoredSummary:
         """Store a new summary version covering messages up to ``covers_seq`` (which must be
         the seq of a stored message of this conversation).
 
         With ``extends`` (the id of the version the fold was built on, None for the first), it
         lands only if that is still the newest version, else ``SummaryConflict`` (nothing
-        written): compare-and-set. ``input_seqs`` records exactly which messages it read.
+        written): compare-and-set. ``input_seqs`` records exactly which messages it read;
+        ``edited_by`` ("person") and ``restored_from`` (a version number) mark a correction.
         """
         return history.add_summary(
             self,
@@ -510,15 +514,30 @@ class Store:
             usage,
             extends=extends,
             input_seqs=input_seqs,
+            edited_by=edited_by,
+            restored_from=restored_from,
         )
 
     def changes(
-        self, cid: str, after_seq: int, summary_id: int | None = None, limit: int | None = None
+        self,
+        cid: str,
+        after_seq: int,
+        summary_id: int | None = None,
+        limit: int | None = None,
+        mark_id: int = 0,
     ) -> Changes:
         """What was written since a session last looked: the messages with ``seq >
-        after_seq`` (at most ``limit``, oldest first) and the newest summary version if its id
-        is above ``summary_id``. Reads by index range: the cost follows the new rows."""
-        return history.changes(self, cid, after_seq, summary_id, limit)
+        after_seq`` (at most ``limit``, oldest first), the newest summary version if its id
+        is above ``summary_id``, and the marks after ``mark_id``. Reads by index range."""
+        return history.changes(self, cid, after_seq, summary_id, limit, mark_id)
+
+    def mark_message(self, cid: str, seq: int, kind: str, value: bool) -> StoredMark:
+        """Pin (``kind`` "pin") or exclude ("exclude") message ``seq``, or undo it (False)."""
+        return marks.mark_message(self, cid, seq, kind, value)
+
+    def marks(self, cid: str, after_id: int = 0) -> list[StoredMark]:
+        """Every pin and exclusion (and undoing) after mark ``after_id``, oldest first."""
+        return marks.list_marks(self, cid, after_id)
 
     def list_summaries(self, cid: str) -> list[StoredSummary]:
         """Every summary version of the conversation, oldest first."""

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from chatmem.errors import StoreError, SummaryConflict
 from chatmem.events import Event
 from chatmem.store.engine import retrying
+from chatmem.store.marks import marks_query
 from chatmem.store.queries import lock_conversation, require_conversation, touch
 from chatmem.store.records import (
     MAX_CONTENT_CHARS,
@@ -42,6 +43,7 @@ from chatmem.store.records import (
     event_record,
     format_time,
     json_object_problem,
+    mark_record,
     message_record,
     now,
     seq_runs,
@@ -77,6 +79,8 @@ def add_summary(
     *,
     extends: int | None = UNCHECKED,
     input_seqs: Any = None,
+    edited_by: str | None = None,
+    restored_from: int | None = None,
 ) -> StoredSummary:
     check(text_problem(text, max_chars=MAX_CONTENT_CHARS), "text")
     check(count_problem(tokens), "tokens")
@@ -87,6 +91,10 @@ def add_summary(
         check(json_object_problem(usage), "usage")
     if extends is not UNCHECKED and extends is not None:
         check(count_problem(extends, minimum=1), "extends")
+    if edited_by is not None:
+        check(text_problem(edited_by, max_chars=MAX_NAME_CHARS), "edited_by")
+    if restored_from is not None:
+        check(count_problem(restored_from, minimum=1), "restored_from")
     runs = None
     if input_seqs is not None:
         seqs = list(input_seqs)
@@ -103,6 +111,8 @@ def add_summary(
         "model": model,
         "usage": dumps_or_none(usage),
         "input_seqs": None if runs is None else dumps(runs),
+        "edited_by": edited_by,
+        "restored_from": restored_from,
     }
     return retrying(lambda: _insert_summary(store, row, extends), "add_summary")
 
@@ -184,10 +194,15 @@ def list_events(store: Store, cid: str, limit: int) -> list[Event]:
 
 
 def changes(
-    store: Store, cid: str, after_seq: int, summary_id: int | None, limit: int | None
+    store: Store,
+    cid: str,
+    after_seq: int,
+    summary_id: int | None,
+    limit: int | None,
+    mark_id: int = 0,
 ) -> Changes:
-    """Two index range reads: messages by (conversation_id, seq), the newest summary by
-    (conversation_id, id); the cost follows the new rows, never the history."""
+    """Three index range reads: messages by (conversation_id, seq), the newest summary and
+    the marks after ``mark_id`` by (conversation_id, id); the cost follows the new rows."""
     check_limit(after_seq, "after_seq")
     m, s = messages_table, summaries_table
     stmt = sa.select(m).where(m.c.conversation_id == cid, m.c.seq > after_seq).order_by(m.c.seq)
@@ -199,11 +214,13 @@ def changes(
     with store._tx(write=False, snapshot=True) as conn:
         rows = [message_record(r) for r in conn.execute(stmt)]
         row = conn.execute(newer.order_by(s.c.id.desc()).limit(1)).first()
+        marks = tuple(mark_record(r) for r in conn.execute(marks_query(cid, mark_id)))
     more = limit is not None and len(rows) > limit
     return Changes(
         messages=tuple(rows[:limit] if more else rows),
         summary=None if row is None else summary_record(row),
         more=more,
+        marks=marks,
     )
 
 

@@ -89,6 +89,8 @@ class StoredSummary(ConversationRow):
     usage: dict[str, Any] | None
     extends_id: int | None = None  # the version this one was folded on top of
     input_runs: tuple[tuple[int, int], ...] | None = None  # seqs read, as (first, last) runs
+    edited_by: str | None = None  # "person": a person wrote this version (None: a fold)
+    restored_from: int | None = None  # the number of the earlier version it copies
 
     @property
     def input_seqs(self) -> frozenset[int] | None:
@@ -99,14 +101,26 @@ class StoredSummary(ConversationRow):
 
 
 @dataclass(frozen=True, slots=True)
+class StoredMark(ConversationRow):
+    """A person pinned (``kind`` "pin") or excluded ("exclude") message ``seq`` (``value``
+    True), or undid it (False). The newest mark per (seq, kind) is in force."""
+
+    seq: int
+    kind: str
+    value: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Changes:
     """What others wrote to a conversation since a session last looked (``Store.changes``):
     the messages after ``after_seq``, oldest first, and the newest summary version if it is
-    newer than the one the session knows. ``more`` is True when ``limit`` cut the messages."""
+    newer than the one the session knows. ``more`` is True when ``limit`` cut the messages.
+    ``marks``: the pins and exclusions made after the mark id the session knows, oldest first."""
 
     messages: tuple[StoredMessage, ...]
     summary: StoredSummary | None
     more: bool = False
+    marks: tuple[StoredMark, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +248,19 @@ def summary_record(row: Any) -> StoredSummary:
     values = _with_usage(row)
     values["input_runs"] = _runs(values.pop("input_seqs", None))
     return StoredSummary(**values)
+
+
+def mark_record(row: Any) -> StoredMark:
+    values = {**row._mapping, "created_at": parse_time(row.created_at)}
+    return StoredMark(**values | {"value": bool(values["value"])})
+
+
+def marks_in_force(marks: Iterable[StoredMark]) -> dict[str, set[int]]:
+    """The seqs pinned and excluded after ``marks`` (oldest first): {"pin": ..., "exclude": ...}."""
+    state: dict[str, set[int]] = {"pin": set(), "exclude": set()}
+    for mark in marks:
+        (state[mark.kind].add if mark.value else state[mark.kind].discard)(mark.seq)
+    return state
 
 
 def _with_usage(row: Any) -> dict[str, Any]:

@@ -16,6 +16,10 @@ Layout of the data:
   answers), and per summary version ``extends_id`` (the version it was folded on top of) and
   ``input_seqs`` (the seqs it read, as JSON ``[[first, last], ...]`` runs), so a fold commits by
   compare-and-set and its coverage can be checked.
+- Migration 7 (people's corrections): per summary version ``edited_by`` (``person`` for a
+  version a person wrote) and ``restored_from`` (the number of the version it copies), and the
+  ``message_marks`` table: pins and exclusions, one row per change (the newest per seq and
+  kind is in force), so other sessions catch up on them by id like on summary versions.
 - ``embeddings`` (migration 4): one vector per message and embedding model, for hybrid recall
   (``add_embeddings``, ``embeddings``): float32 little-endian bytes, the same on both backends.
 
@@ -90,8 +94,11 @@ messages_table = _conversation_rows(
     "messages", "seq:int role content name tokens:int status usage reply_to:int"
 )
 summaries_table = _conversation_rows(
-    "summaries", "text tokens:int covers_seq:int model usage extends_id:bigint input_seqs"
+    "summaries",
+    "text tokens:int covers_seq:int model usage extends_id:bigint input_seqs "
+    "edited_by restored_from:int",
 )
+marks_table = _conversation_rows("message_marks", "seq:int kind value:int")
 events_table = _conversation_rows("events", "kind data")
 embeddings_table = _table(
     "embeddings",
@@ -99,6 +106,7 @@ embeddings_table = _table(
 )
 schema_version_table = _table("schema_version", "version:int* description applied_at")
 TABLE_NAMES: Final = (
+    "message_marks",
     "embeddings",
     "events",
     "summaries",
@@ -375,6 +383,41 @@ def _v6_links(conn: Connection, backend: str) -> None:
             conn.exec_driver_sql(statement)
 
 
+# Version 7: people's corrections of the memory.
+#
+# ``summaries.edited_by`` is ``person`` for a version a person wrote (NULL: a fold wrote it);
+# ``summaries.restored_from`` is the number (1, 2, ...) of the earlier version it copies.
+# ``message_marks`` records each pin or exclusion and its undoing as a new row (``value`` 1 or
+# 0): the newest row per (seq, kind) is in force, and the serial id lets another session read
+# only the marks made since it last looked (``Store.changes``).
+_V7_MARKS_DDL = (
+    """
+    CREATE TABLE IF NOT EXISTS message_marks (
+        id {serial_pk},
+        conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL CHECK (seq > 0),
+        kind TEXT NOT NULL CHECK (kind IN ('pin', 'exclude')),
+        value INTEGER NOT NULL CHECK (value IN (0, 1)),
+        created_at TEXT NOT NULL
+    )""",
+    """
+    CREATE INDEX IF NOT EXISTS ix_message_marks_conversation
+        ON message_marks (conversation_id, id)""",
+)
+_V7_SUMMARY_COLUMNS = (
+    ("edited_by", "ALTER TABLE summaries ADD COLUMN edited_by TEXT"),
+    ("restored_from", "ALTER TABLE summaries ADD COLUMN restored_from INTEGER"),
+)
+
+
+def _v7_corrections(conn: Connection, backend: str) -> None:
+    present = {c["name"] for c in sa.inspect(conn).get_columns("summaries")}
+    for column, statement in _V7_SUMMARY_COLUMNS:
+        if column not in present:
+            conn.exec_driver_sql(statement)
+    _run(conn, _V7_MARKS_DDL, serial_pk=_SERIAL_PK[backend])
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema step. ``apply(conn, backend)`` must be idempotent (IF NOT EXISTS...)."""
@@ -392,6 +435,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(4, "message embeddings for hybrid recall", _v4_embeddings),
     Migration(5, "full-text index of the first 100,000 characters", _v5_bounded_search_index),
     Migration(6, "reply links, summary lineage and inputs", _v6_links),
+    Migration(7, "summary edits and restores, message pins and exclusions", _v7_corrections),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 

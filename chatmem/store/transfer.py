@@ -26,6 +26,8 @@ from chatmem.store.records import (
     dumps_or_none,
     format_time,
     loads,
+    mark_record,
+    marks_in_force,
     message_record,
     now,
     parse_time,
@@ -34,6 +36,7 @@ from chatmem.store.records import (
 )
 from chatmem.store.schema import (
     events_table,
+    marks_table,
     messages_table,
     summaries_table,
 )
@@ -44,17 +47,18 @@ from chatmem.store.stream import (
     import_source,
     is_serialized,
 )
-from chatmem.store.validate import EXPORT_FORMAT, EXPORT_VERSION, validate_import
+from chatmem.store.validate import EXPORT_FORMAT, EXPORT_VERSION, MARK_FIELDS, validate_import
 
 if TYPE_CHECKING:
     from chatmem.store.core import Store
 
 _WRITE_BATCH: Final = 5_000  # rows held before they are written (imports)
+MARK_NOTES: Final = {"pinned": "pinned: always sent", "excluded": "left out of requests"}
 
 
 def export_json(store: Store, cid: str) -> dict[str, Any]:
     """The body of ``Store.export_json``."""
-    m, s, e = messages_table, summaries_table, events_table
+    m, s, e, k = messages_table, summaries_table, events_table, marks_table
     with store._tx(write=False, snapshot=True) as conn:
         info = require_conversation(conn, cid)
         messages = [
@@ -68,6 +72,10 @@ def export_json(store: Store, cid: str) -> dict[str, Any]:
         # Events go out as stored (kind, the data column as is, created_at), not through
         # Event: a file's events keep exactly the data they came with.
         events = conn.execute(sa.select(e).where(e.c.conversation_id == cid).order_by(e.c.id)).all()
+        marks = marks_in_force(
+            mark_record(r)
+            for r in conn.execute(sa.select(k).where(k.c.conversation_id == cid).order_by(k.c.id))
+        )
     return {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
@@ -92,6 +100,8 @@ def export_json(store: Store, cid: str) -> dict[str, Any]:
                 "created_at": format_time(msg.created_at),
                 "reply_to": msg.reply_to,
             }
+            # a person's marks, only where set (files without them stay as they were)
+            | {key: True for key, kind in MARK_FIELDS.items() if msg.seq in marks[kind]}
             for msg in messages
         ],
         "summaries": [
@@ -103,6 +113,8 @@ def export_json(store: Store, cid: str) -> dict[str, Any]:
                 "usage": summ.usage,
                 "created_at": format_time(summ.created_at),
             }
+            | ({"edited_by": summ.edited_by} if summ.edited_by else {})
+            | ({"restored_from": summ.restored_from} if summ.restored_from else {})
             for summ in summaries
         ],
         "events": [
@@ -154,12 +166,18 @@ def export_markdown(store: Store, cid: str) -> str:
         label = f"**{msg['role'].capitalize()}**"
         if msg["name"]:
             label += f" ({msg['name']})"
-        note = "" if msg["status"] == "ok" else f" _({msg['status']})_"
+        notes = [] if msg["status"] == "ok" else [msg["status"]]
+        notes += [MARK_NOTES[key] for key in MARK_FIELDS if msg.get(key)]
+        note = f" _({', '.join(notes)})_" if notes else ""
         lines += [f"{label}:{note}", "", msg["content"], ""]
     if doc["summaries"]:
         lines += ["---", "", "## Summary versions", ""]
         for number, summ in enumerate(doc["summaries"], start=1):
             model = f", {summ['model']}" if summ["model"] else ""
+            if summ.get("edited_by"):
+                model += f", edited by a {summ['edited_by']}"
+            if summ.get("restored_from"):
+                model += f", restored from version {summ['restored_from']}"
             lines += [
                 f"### Version {number}: covers messages 1-{summ['covers_seq']} "
                 f"({summ['tokens']} tokens{model}, {_human_time(summ['created_at'])})",
@@ -218,8 +236,15 @@ def _write(
         cid = info.id
         messages: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
+        marks: list[dict[str, Any]] = []
         for kind, row in rows:
             if kind == "message":
+                row = dict(row)
+                marks.extend(
+                    {"conversation_id": cid, "seq": row["seq"], "kind": mark, "value": 1}
+                    | {"created_at": created}
+                    for mark in row.pop("marks", ())
+                )
                 messages.append(
                     {
                         **row,
@@ -258,6 +283,8 @@ def _write(
             insert_messages(conn, messages)
         if events:
             conn.execute(events_table.insert(), events)
+        if marks:
+            conn.execute(marks_table.insert(), marks)
         info = get_conversation(conn, cid)
     assert info is not None
     return info

@@ -73,10 +73,15 @@ _TOP_OPTIONAL: Final = ("summaries", "events", "exported_at")
 _CONVERSATION_FIELDS: Final = (("title",), ("id", "created_at", "updated_at", "settings", "owner"))
 _MESSAGE_FIELDS: Final = (
     ("seq", "role", "content"),
-    ("name", "tokens", "status", "usage", "created_at", "reply_to"),
+    ("name", "tokens", "status", "usage", "created_at", "reply_to", "pinned", "excluded"),
 )
+MARK_FIELDS: Final = {"pinned": "pin", "excluded": "exclude"}
+"""A message's fields for a person's marks, and the mark each stands for."""
 _MESSAGE_KEYS: Final = frozenset(_MESSAGE_FIELDS[0] + _MESSAGE_FIELDS[1])
-_SUMMARY_FIELDS: Final = (("text", "tokens", "covers_seq"), ("model", "usage", "created_at"))
+_SUMMARY_FIELDS: Final = (
+    ("text", "tokens", "covers_seq"),
+    ("model", "usage", "created_at", "edited_by", "restored_from"),
+)
 _EVENT_FIELDS: Final = (("kind",), ("data", "created_at"))
 _LISTS: Final = {
     "messages": MAX_IMPORT_MESSAGES,
@@ -298,6 +303,8 @@ class _Validator:
                 and (name is None or (type(name) is str and _plain(name, MAX_NAME_CHARS)))
                 and (tokens is None or (type(tokens) is int and 0 <= tokens <= MAX_INT))
                 and raw.get("reply_to") is None
+                and all(raw.get(key) in (None, False) for key in MARK_FIELDS)
+                and all(type(raw.get(key, False)) is bool for key in MARK_FIELDS)
             ):
                 seqs[seq] = index
                 return {
@@ -321,6 +328,13 @@ class _Validator:
         self.check(role_problem(role), at, "role")
         status = msg.get("status", "ok")
         self.check(status_problem(status), at, "status")
+        marks = []
+        for key, kind in MARK_FIELDS.items():
+            flag = msg.get(key)
+            if flag is not None and type(flag) is not bool:
+                self.fail(_at(at, key), f"expected true or false, got {type_name(flag)}")
+            if flag:
+                marks.append(kind)
         return {
             "seq": seq,
             "role": role,
@@ -331,7 +345,7 @@ class _Validator:
             "usage": self.json_object(msg.get("usage"), at, "usage"),
             "created_at": self.time(msg.get("created_at"), at, "created_at"),
             "reply_to": self.count(msg.get("reply_to"), at, "reply_to", minimum=1, optional=True),
-        }
+        } | ({"marks": marks} if marks else {})
 
     def covers(self, at: str, covers: object, seqs: dict[int, int]) -> None:
         if covers not in seqs:
@@ -354,6 +368,12 @@ class _Validator:
             ),
             "usage": self.json_object(summ.get("usage"), at, "usage"),
             "created_at": self.time(summ.get("created_at"), at, "created_at"),
+            "edited_by": self.text(
+                summ.get("edited_by"), at, "edited_by", max_chars=MAX_NAME_CHARS, optional=True
+            ),
+            "restored_from": self.count(
+                summ.get("restored_from"), at, "restored_from", minimum=1, optional=True
+            ),
         }
 
     def event(self, at: str, raw: object) -> dict[str, Any]:

@@ -26,7 +26,7 @@ def segments(budget: Budget) -> dict[str, int]:
         "system": budget.system + budget.priming,
         "summary": budget.summary,
         "recalled": budget.recalled,
-        "recent": budget.recent,
+        "recent": budget.recent + budget.pinned,  # pinned messages are sent verbatim too
     }
 
 

@@ -15,6 +15,7 @@ from chatmem.events import Event
 from chatmem.inspection import SummaryVersion
 from chatmem.ui.changes import render_request_diff, render_text_diff
 from chatmem.ui.charts import stats_chart
+from chatmem.ui.corrections import render_corrections, version_note
 from chatmem.ui.recalled import MessageLookup, recall_turns
 from chatmem.ui.state import ChatSession, model_label, open_page, shown
 from chatmem.ui.text import clock, preview, safe_markdown
@@ -28,15 +29,24 @@ def render_inspector_page() -> None:
         f"keep_recent {sess.bot.keep_recent} · {_message_counts(sess)}"
     )
     events = _events(sess)
-    request, recall, summaries, tokens, log = st.tabs(
-        ["Next request", "Recall", "Summary versions", "Tokens per call", "Event log"]
+    request, recall, summaries, correct, tokens, log = st.tabs(
+        [
+            "Next request",
+            "Recall",
+            "Summary versions",
+            "Correct memory",
+            "Tokens per call",
+            "Event log",
+        ]
     )
     with request:
         _next_request(sess)
     with recall:
         _recall(sess, events)
     with summaries:
-        _summary_versions(sess, events)
+        versions = _summary_versions(sess, events)
+    with correct:
+        render_corrections(sess, versions)
     with tokens:
         _tokens_per_call(sess)
     with log:
@@ -85,6 +95,13 @@ def _next_request(sess: ChatSession) -> None:
         "the recalled block",
     )
     cols[3].metric("Left out (trimmed)", f"{context.trimmed:,}")
+    if context.dropped_pins:
+        seqs = ", ".join(f"#{s}" for s in context.dropped_pins)
+        st.warning(
+            f"The pinned messages no longer fit this budget: {seqs} are left out of this "
+            "request. Unpin some (Correct memory) or raise the budget.",
+            icon=":material/push_pin:",
+        )
     if context.dropped_summary:
         st.warning("The summary did not fit this budget and is left out of this request.")
     if context.recalled:
@@ -186,7 +203,7 @@ def _recall(sess: ChatSession, events: list[Event]) -> None:
             )
 
 
-def _summary_versions(sess: ChatSession, events: list[Event]) -> None:
+def _summary_versions(sess: ChatSession, events: list[Event]) -> list[SummaryVersion]:
     try:
         versions: list[SummaryVersion] = sess.bot.summary_versions(events)
     except StoreError as exc:
@@ -200,7 +217,7 @@ def _summary_versions(sess: ChatSession, events: list[Event]) -> None:
             st.info("No summary yet: the first fold happens when the history outgrows the budget.")
         else:
             st.markdown(safe_markdown(summary.text))
-        return
+        return versions
     _compare_versions(versions)
     st.caption(f"{len(versions)} version(s), newest first.")
     for version in reversed(versions):
@@ -211,10 +228,11 @@ def _summary_versions(sess: ChatSession, events: list[Event]) -> None:
         )
         label = (
             f"v{version.number} · {clock(version.created_at)} · covers 1–{version.covers_seq} · "
-            f"{version.tokens:,} tokens{folded}"
+            f"{version.tokens:,} tokens{folded}{version_note(version)}"
         )
         with st.expander(label, expanded=version is versions[-1]):
             st.markdown(safe_markdown(version.text))
+    return versions
 
 
 def _compare_versions(versions: list[SummaryVersion]) -> None:

@@ -30,6 +30,7 @@ LAYERS: list[set[str]] = [
         "chatmem.diffs",
         "chatmem.sync",
         "chatmem.folding",
+        "chatmem.corrections",
     },
     {"chatmem.session"},
     {"chatmem.replay", "chatmem.sample_conversation", "chatmem.cli", "chatmem"},
