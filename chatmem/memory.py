@@ -1,7 +1,6 @@
 """The memory policy: what goes into each request, and what to fold into the summary.
 
-Pure: no network, no disk, no clocks that matter. Everything here can be tested with
-plain data.
+Pure: no network, no disk, no clocks that matter; testable with plain data.
 
 A conversation is a list of messages. A *summary* covers every message up to and including
 ``summary.covers_seq``; the messages after it are *unfolded*. Each request is:
@@ -22,9 +21,10 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chatmem.errors import ContextOverflow
@@ -42,6 +42,14 @@ RECALL_LABEL = (
 )
 
 ROLES = ("system", "user", "assistant", "tool")
+RECALL_SHARE = 0.8
+"""Default ceiling of the recalled block, as a share of the budget (a person may lower it)."""
+RECENCY_K, RECENCY_WEIGHT = 60, 1.0
+"""The recency prior of a message ``age`` messages before the newest: weight / (K + age), on
+the scale of recall's evidence (reciprocal ranks, ``chatmem.recall``)."""
+RECALL_THRESHOLD = 0.0  # the least score (prior plus evidence) worth a candidate's room
+FOLD_RECALL_ROOM = 0.2
+"""Folding leaves this share of the budget (at most the ceiling) for recalled messages."""
 # The role the recalled and summary blocks are sent with: the least authority the models
 # honour (a user-role message before the recent turns; see bench/bench_framing.py).
 MEMORY_ROLE = "user"
@@ -83,7 +91,9 @@ class Recalled:
 
     text: str
     seq: int | None = None
-    score: float = 0.0
+    score: float = 0.0  # relevance: the evidence from recall (plus the recency prior once sent)
+    bm25: float | None = None  # the keyword search's score, when it found this message
+    dense: float | None = None  # cosine similarity of the embeddings, when they found it
 
 
 @dataclass(frozen=True)
@@ -194,7 +204,9 @@ class Memory:
     summary_max_tokens: int = 300
     reply_reserve: int = 512
     fold_target: float = 0.8  # a fold leaves the request at most this share of max_tokens
-    recall_share: float = 0.0  # share of max_tokens reserved for recalled snippets
+    recall_share: float = 0.0  # most of max_tokens the recalled block may take (0: no recall)
+    recall_threshold: float = RECALL_THRESHOLD  # least score worth a candidate's room
+    recency_weight: float = RECENCY_WEIGHT
     messages: list[Message] = field(default_factory=list)
     summary: Summary | None = None
     _cum_tokens: list[int] = field(default_factory=list, repr=False, compare=False)
@@ -297,15 +309,24 @@ class Memory:
         self.summary = summary
 
     # -- building a request --------------------------------------------------------------
+    def prior(self, seq: int, newest_seq: int) -> float:
+        """The recency prior of message ``seq`` when ``newest_seq`` is the newest message."""
+        return self.recency_weight / (RECENCY_K + max(0, newest_seq - seq))
+
     def context(
         self, recalled: Sequence[str | Recalled] = (), *, limit: int | None = None
     ) -> Context:
         """The request to send now: within ``limit`` (default ``max_tokens``) tokens.
 
-        ``recalled`` are candidate snippets of older messages, most relevant first. They
-        get ``recall_share`` of the budget, reserved before the verbatim messages are
-        fitted; candidates already in the verbatim part are skipped. When the newest
-        message does not fit, the recall reserve goes first, then the summary; if it still
+        The newest ``keep_recent`` messages (whole exchanges) go first. The rest of the budget
+        is shared by one relevance score: each older unfolded message has a recency prior
+        (:meth:`prior`), and each of ``recalled`` (candidates from recall, their ``score``
+        the search's evidence) adds its evidence to its own prior. Candidates are taken best
+        first while their score is at least ``recall_threshold``; those next to the recent
+        messages are sent verbatim, the others as quotes in the recalled block, which never
+        takes more than ``recall_share`` of the budget. Whatever room is left goes to more
+        recent messages, as before. A plain string (or a candidate without a seq) counts as
+        relevant. When the newest message does not fit, the summary goes first; if it still
         does not fit, ContextOverflow is raised.
         """
         limit = self.max_tokens if limit is None else limit
@@ -314,19 +335,19 @@ class Memory:
         system_tokens = self.counter.message(system_msg)
         summary_msg = self.summary_message()
         summary_tokens = self.counter.message(summary_msg) if summary_msg else 0
-        candidates = [r if isinstance(r, Recalled) else Recalled(text=r) for r in recalled]
-        reserve = int(limit * self.recall_share) if candidates else 0
+        candidates = [
+            r if isinstance(r, Recalled) else Recalled(text=r, score=math.inf) for r in recalled
+        ]
+        ceiling = int(limit * self.recall_share) if candidates else 0
         first = self._first_unfolded()
         unfolded_count = len(self.messages) - first
 
         while True:
-            room = limit - priming - system_tokens - summary_tokens - reserve
-            verbatim, recent_tokens, newest_fits = self._fit_tail(self.messages, first, room)
+            room = limit - priming - system_tokens - summary_tokens
+            keep = self.keep_recent if candidates and ceiling > 0 else None
+            tail, tail_tokens, newest_fits = self._fit_tail(self.messages, first, room, keep)
             if newest_fits:
                 break
-            if reserve:
-                reserve = 0
-                continue
             if summary_msg:
                 summary_msg, summary_tokens = None, 0
                 continue
@@ -334,11 +355,20 @@ class Memory:
             needed = system_tokens + priming + (newest.tokens if newest else 0)
             raise ContextOverflow(needed, limit, "The newest message")
 
+        start = len(self.messages) - len(tail)
+        first_tail = tail[0].seq if tail else self.next_seq
+        eligible = [c for c in candidates if c.seq is None or c.seq < first_tail]
+        spare = room - tail_tokens
+        picked: dict[int | str, Recalled] = {}
+        if ceiling > 0 and eligible:
+            picked, spare = self._pick(eligible, first, start, spare, ceiling)
+        verbatim, recent_tokens = self._extend_tail(first, start, spare, picked)
+        verbatim.extend(tail)
+        recent_tokens += tail_tokens
         first_verbatim = verbatim[0].seq if verbatim else self.next_seq
+        quotes = [c for c in picked.values() if c.seq is None or c.seq < first_verbatim]
         free = limit - priming - system_tokens - summary_tokens - recent_tokens
-        free = min(free, reserve)  # recall keeps to its share, so prompts stay flat
-        eligible = [c for c in candidates if c.seq is None or c.seq < first_verbatim]
-        chosen = self._fit_recalled(eligible, free)
+        chosen = self._fit_recalled(quotes, min(free, ceiling))
         recall_msg = self._recall_message(chosen) if chosen else None
         recall_tokens = self.counter.message(recall_msg) if recall_msg else 0
 
@@ -359,14 +389,105 @@ class Memory:
             reply_reserve=self.reply_reserve,
             limit=limit,
         )
+        in_verbatim = {m.seq for m in verbatim}
+        offered = [c for c in candidates if c.seq is None or c.seq not in in_verbatim]
         return Context(
             parts=tuple(parts),
             budget=budget,
             trimmed=unfolded_count - len(verbatim),
             dropped_summary=self.summary is not None and summary_msg is None,
-            dropped_recalled=len(eligible) - len(chosen),
+            dropped_recalled=len({c.seq if c.seq is not None else c.text for c in offered})
+            - len(chosen),
             recalled=tuple(chosen),
         )
+
+    def _pick(
+        self,
+        candidates: Sequence[Recalled],
+        first: int,
+        start: int,
+        room: int,
+        ceiling: int,
+    ) -> tuple[dict[int | str, Recalled], int]:
+        """The candidates worth their room, best first, keyed by seq (or text): each older
+        unfolded message within reach of the recent ones scores its recency prior, a recalled
+        candidate its evidence plus its prior. Stops at the first score under the threshold.
+        Returns them and the room left.
+
+        Messages picked for their prior alone keep room for the recent messages they join.
+        """
+        newest_seq = self.messages[-1].seq if self.messages else 0
+        evidence: dict[int | str, Recalled] = {}
+        for cand in candidates:
+            key: int | str = cand.seq if cand.seq is not None else cand.text
+            if key not in evidence or cand.score > evidence[key].score:
+                evidence[key] = cand
+        pool: list[tuple[float, int | str, int, bool]] = []  # (score, key, cost, is quote)
+        near: dict[int, Message] = {}
+        used = 0
+        for i in range(start - 1, first - 1, -1):  # reach: as far back as the room allows
+            msg = self.messages[i]
+            used += msg.tokens
+            if used > room:
+                break
+            near[msg.seq] = msg
+        for seq, msg in near.items():
+            hit = evidence.get(seq)
+            score = self.prior(seq, newest_seq) + (hit.score if hit else 0.0)
+            pool.append((score, seq, msg.tokens, False))
+        for key, cand in evidence.items():
+            if isinstance(key, int) and key in near:
+                continue
+            prior = self.prior(key, newest_seq) if isinstance(key, int) else 0.0
+            cost = self.counter.text(recall_line(cand.text)) + 1
+            pool.append((cand.score + prior, key, cost, True))
+        pool.sort(key=lambda item: (-item[0], -item[1] if isinstance(item[1], int) else 0))
+        picked: dict[int | str, Recalled] = {}
+        header = self.counter.message(memory_message(recall_block([])))
+        quoted = 0  # tokens of the recalled block so far (its header comes with the first)
+        for score, key, cost, is_quote in pool:
+            if score < self.recall_threshold:
+                break
+            if is_quote and not quoted:
+                cost += header
+            if cost > room or (is_quote and quoted + cost > ceiling):
+                continue
+            room -= cost
+            if is_quote:
+                quoted += cost
+            hit = evidence.get(key)
+            if hit is not None:
+                picked[key] = replace(hit, score=score)
+            else:  # kept for its prior: a marker with no text, sent only as a recent message
+                picked[key] = Recalled(text="", seq=int(key), score=score)
+        return picked, room
+
+    def _extend_tail(
+        self, first: int, start: int, spare: int, picked: dict[int | str, Recalled]
+    ) -> tuple[list[Message], int]:
+        """Older messages joining the recent ones: those picked (their room already kept),
+        then any that fit the ``spare`` room left, walking back; whole exchanges only.
+
+        Returns them (oldest first) and their tokens; ``picked`` keeps the quotes left over.
+        """
+        i = start
+        while i > first:
+            msg = self.messages[i - 1]
+            if msg.seq in picked:
+                i -= 1
+                continue
+            if msg.tokens > spare:
+                break
+            spare -= msg.tokens
+            i -= 1
+        while i < start and self.messages[i].role != "user":
+            i += 1
+        joined = self.messages[i:start]
+        for msg in joined:
+            picked.pop(msg.seq, None)
+        for key in [k for k, c in picked.items() if not c.text]:
+            del picked[key]
+        return list(joined), sum(m.tokens for m in joined)
 
     def _fit_recalled(self, candidates: Sequence[Recalled], room: int) -> list[Recalled]:
         """The most relevant candidates whose block fits in ``room``, oldest first.
@@ -379,7 +500,7 @@ class Memory:
         used = self.counter.message(memory_message(recall_block([])))
         chosen: list[Recalled] = []
         seen: set[int | str] = set()
-        for cand in candidates:
+        for cand in sorted(candidates, key=lambda c: -c.score):
             key = cand.seq if cand.seq is not None else cand.text
             cost = self.counter.text(recall_line(cand.text)) + 1  # the line and its newline
             if key not in seen and used + cost <= room:
@@ -397,9 +518,10 @@ class Memory:
 
     @staticmethod
     def _fit_tail(
-        messages: Sequence[Message], first: int, room: int
+        messages: Sequence[Message], first: int, room: int, count: int | None = None
     ) -> tuple[list[Message], int, bool]:
-        """The newest whole exchanges of ``messages[first:]`` that fit in ``room`` tokens.
+        """The newest whole exchanges of ``messages[first:]`` that fit in ``room`` tokens
+        (with ``count``: only as many as it takes to hold the newest ``count`` messages).
 
         Returns (messages, their tokens, ok). The kept part always starts at a user
         message. ``ok`` is False when the room is negative or the newest message is a
@@ -414,6 +536,8 @@ class Memory:
                 break
             if messages[i].role == "user":
                 start, used = i, suffix
+                if count is not None and end - i >= count:
+                    break
         newest_is_user = end > first and messages[-1].role == "user"
         ok = room >= 0 and (not newest_is_user or start < end)
         return list(messages[start:end]), used, ok
@@ -444,7 +568,7 @@ class Memory:
 
     def _history_limit(self) -> int:
         """The part of the budget the summary and verbatim messages may use."""
-        return self.max_tokens - int(self.max_tokens * self.recall_share)
+        return self.max_tokens - int(self.max_tokens * min(self.recall_share, FOLD_RECALL_ROOM))
 
     def plan_fold(self) -> FoldPlan | None:
         """The oldest unfolded exchanges to fold so the rest fits well below the budget.

@@ -16,15 +16,17 @@ import time
 from array import array
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from chatmem.embeddings import Embedder
+    from chatmem.embeddings import Embedder, LocalEmbedder
     from chatmem.store import Store
 
 from chatmem.embeddings import QUERY_TIMEOUT, VectorIndex
 from chatmem.errors import EmbeddingError, SearchIndexError
 from chatmem.events import Event, EventKind
+from chatmem.memory import RECALL_SHARE as RECALL_SHARE
 from chatmem.memory import Recalled
 from chatmem.text import query_terms, snippet
 
@@ -157,13 +159,57 @@ PAUSE_SECONDS = (5.0, 300.0)
 before calling again, so a server that is down costs no time on every turn."""
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> dict[int, float]:
-    """Fused score per seq: the sum over the rankings of 1 / (k + rank), ranks from 1."""
+BM25_WEIGHT = 1.0
+DENSE_WEIGHT = 1.0
+"""Weights of the two rankings in the evidence a candidate brings (reciprocal ranks)."""
+CANDIDATES = 100
+"""Candidates each ranking offers per request: enough to fill any budget, and a bound on
+the work whatever the length of the conversation."""
+
+
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[int]],
+    k: int = RRF_K,
+    weights: Sequence[float] | None = None,
+) -> dict[int, float]:
+    """Fused score per seq: the sum over the rankings of weight / (k + rank), ranks from 1."""
     scores: dict[int, float] = {}
-    for ranking in rankings:
+    for i, ranking in enumerate(rankings):
+        weight = 1.0 if weights is None else weights[i]
         for rank, seq in enumerate(ranking, start=1):
-            scores[seq] = scores.get(seq, 0.0) + 1.0 / (k + rank)
+            scores[seq] = scores.get(seq, 0.0) + weight / (k + rank)
     return scores
+
+
+def lexical_evidence(hits: Sequence[Recalled], k: int = RRF_K) -> list[Recalled]:
+    """Keyword hits (best first, their BM25 score in ``score``) as evidence: the score
+    becomes the weighted reciprocal rank, the BM25 score is kept in ``bm25``."""
+    return [
+        replace(hit, score=BM25_WEIGHT / (k + rank), bm25=hit.score)
+        for rank, hit in enumerate(hits, start=1)
+    ]
+
+
+def scores_data(recalled: Sequence[Recalled]) -> dict[str, list[float | None]]:
+    """Each recalled message's scores, for the ``recall`` event: the relevance it was chosen
+    by, and the keyword (BM25) and embedding (cosine) scores behind it (None: not found so)."""
+
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 4)
+
+    return {
+        "scores": [round(r.score, 4) for r in recalled],
+        "bm25": [rounded(r.bm25) for r in recalled],
+        "dense": [rounded(r.dense) for r in recalled],
+    }
+
+
+def candidates(index: RecallIndex, query: str, *, before_seq: int) -> list[Recalled]:
+    """The recall candidates for a request, scored by their evidence (see ``memory.Memory
+    .context``, which adds the recency prior): BM25, fused with embeddings when on."""
+    if isinstance(index, HybridRecall):
+        return index.search(query, before_seq=before_seq, limit=CANDIDATES)
+    return lexical_evidence(index.search(query, before_seq=before_seq, limit=CANDIDATES))
 
 
 class HybridRecall:
@@ -186,7 +232,7 @@ class HybridRecall:
     def __init__(
         self,
         lexical: RecallIndex,
-        embedder: Embedder,
+        embedder: Embedder | LocalEmbedder,
         *,
         store: Store | None = None,
         conversation_id: Callable[[], str | None] = lambda: None,
@@ -239,7 +285,7 @@ class HybridRecall:
         lexical = self.lexical.search(query, before_seq=before_seq, limit=limit)
         vector = self._query_vector(query, before_seq)
         if vector is None:
-            return lexical
+            return lexical_evidence(lexical, self.k)
         hits = self.vectors.search(
             vector, before_seq=before_seq, limit=limit, min_similarity=self.min_similarity
         )
@@ -326,6 +372,9 @@ class HybridRecall:
         if not self.enabled:
             return None
         self._ensure_loaded()
+        embed_query = getattr(self.embedder, "embed_query", None)
+        if embed_query is not None:  # a model with query and passage prefixes (e5)
+            return self._asymmetric_query(embed_query, query, seq)
         vector = self.vectors.get(seq)
         if vector is not None:
             return vector
@@ -356,16 +405,43 @@ class HybridRecall:
             self._save([(seq, vector)])
         return vector
 
+    def _asymmetric_query(
+        self, embed_query: Callable[..., array], query: str, seq: int
+    ) -> array | None:
+        """The query's own embedding (the model's query form); the message itself waits for
+        its passage embedding, which ``after_turn`` makes after the reply."""
+        with self._lock:
+            if self._failed_query == seq or time.monotonic() < self._paused_until:
+                return None
+        try:
+            vector = embed_query(query, timeout=self.query_timeout)
+        except EmbeddingError as exc:
+            with self._lock:
+                self._failed_query = seq
+            self._failed(exc)
+            self._fallback(seq, str(exc), exc.kind)
+            return None
+        self._succeeded()
+        return vector
+
     def _fuse(
         self, lexical: list[Recalled], hits: list[tuple[int, float]], limit: int
     ) -> list[Recalled]:
         texts = {r.seq: r.text for r in lexical if r.seq is not None}
+        bm25 = {r.seq: r.score for r in lexical if r.seq is not None}
+        dense = dict(hits)
         scores = reciprocal_rank_fusion(
-            [[r.seq for r in lexical if r.seq is not None], [seq for seq, _ in hits]], self.k
+            [[r.seq for r in lexical if r.seq is not None], [seq for seq, _ in hits]],
+            self.k,
+            (BM25_WEIGHT, DENSE_WEIGHT),
         )
         ranked = sorted(scores, key=lambda seq: (-scores[seq], -seq))[:limit]
         texts.update(self._snippets([seq for seq in ranked if seq not in texts]))
-        return [Recalled(texts[seq], seq, scores[seq]) for seq in ranked if seq in texts]
+        return [
+            Recalled(texts[seq], seq, scores[seq], bm25=bm25.get(seq), dense=dense.get(seq))
+            for seq in ranked
+            if seq in texts
+        ]
 
     def _snippets(self, seqs: list[int]) -> dict[int, str]:
         if not seqs:

@@ -28,7 +28,7 @@ from chatmem.inspection import SessionView, SummaryVersion, TurnStat
 from chatmem.journal import Journal
 from chatmem.memory import ROLES, Context, FoldPlan, Memory, Message, Recalled, Summary
 from chatmem.models import ChatModel, ReplyStream, Usage
-from chatmem.recall import HybridRecall, RecallIndex
+from chatmem.recall import RECALL_SHARE, HybridRecall, RecallIndex, candidates, scores_data
 from chatmem.store import history as store_history
 from chatmem.summarize import Summarizer
 from chatmem.text import clean_message, title_from
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RECALL_LIMIT = 20  # recall candidates asked for per request
 RESUME_BUDGETS = 2  # a resumed session holds the newest unfolded messages up to this many budgets
 NEW_TITLE = "New chat"
 
@@ -85,7 +84,7 @@ class ChatMemory(SessionView):
         reply_reserve: int | None = None,
         background: bool = True,
         recall: bool = True,
-        recall_share: float = 0.2,
+        recall_share: float = RECALL_SHARE,
         recall_index: RecallIndex | None = None,
         summary_model: ChatModel | None = None,
         settings: Settings | None = None,
@@ -414,7 +413,7 @@ class ChatMemory(SessionView):
                 f"Recalled {len(context.recalled)} older messages for this request.",
                 seqs=[r.seq for r in context.recalled],
                 for_seq=self.memory.messages[-1].seq,
-                scores=[round(r.score, 3) for r in context.recalled],
+                **scores_data(context.recalled),
             )
         if context.trimmed:
             self._record(
@@ -552,9 +551,7 @@ class ChatMemory(SessionView):
             and newest.role == "user"
             and (mem.summary is not None or mem.history_tokens() > (limit or mem.max_tokens))
         ):
-            recalled = self.recall_index.search(
-                newest.content, before_seq=newest.seq, limit=RECALL_LIMIT
-            )
+            recalled = candidates(self.recall_index, newest.content, before_seq=newest.seq)
         return mem.context(recalled or [], limit=limit)
 
     # -- plumbing ------------------------------------------------------------------------
