@@ -16,7 +16,6 @@ import time
 from array import array
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -185,7 +184,7 @@ def lexical_evidence(hits: Sequence[Recalled], k: int = RRF_K) -> list[Recalled]
     """Keyword hits (best first, their BM25 score in ``score``) as evidence: the score
     becomes the weighted reciprocal rank, the BM25 score is kept in ``bm25``."""
     return [
-        replace(hit, score=BM25_WEIGHT / (k + rank), bm25=hit.score)
+        Recalled(hit.text, hit.seq, BM25_WEIGHT / (k + rank), bm25=hit.score)
         for rank, hit in enumerate(hits, start=1)
     ]
 
