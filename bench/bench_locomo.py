@@ -303,15 +303,18 @@ def evaluate(
 TUNE_GRID = {
     "recency_weight": (0.05, 0.15, 0.4),
     "recency_k": (3.0, 10.0),
-    "recall_threshold": (0.0, 0.008),
+    "recall_threshold": (0.0,),
     "dense_weight": (1.0, 1.5),
 }
+TUNE_EVERY = 3  # every third question of the tuning half
 
 
 def tune(convs: Sequence[Conversation], budgets: Sequence[int], embedder: CachedE5) -> str:
     """Grid search of the scoring weights on ``convs`` (the tuning half): the mean evidence
     recall over the budgets for every combination, best first."""
     import chatmem.recall as recall_module
+
+    default_dense = recall_module.DENSE_WEIGHT
 
     keys = list(TUNE_GRID)
     combos = list(itertools.product(*TUNE_GRID.values()))
@@ -320,7 +323,7 @@ def tune(convs: Sequence[Conversation], budgets: Sequence[int], embedder: Cached
         for conv in convs:
             r = replay(conv, budget, embedder)
             base = len(r.mem.messages)
-            for q in conv.questions:
+            for q in conv.questions[::TUNE_EVERY]:
                 r.mem.truncate(base)
                 question = r.mem.add("user", q.text)
                 by_dense = {}
@@ -340,8 +343,8 @@ def tune(convs: Sequence[Conversation], budgets: Sequence[int], embedder: Cached
                     found = sum(1 for d in q.evidence if r.seq_of[d] in seqs)
                     totals[combo] += found / len(q.evidence)
             r.fts.close()
-    recall_module.DENSE_WEIGHT = 1.0
-    n = sum(len(c.questions) for c in convs) * len(budgets)
+    recall_module.DENSE_WEIGHT = default_dense
+    n = sum(len(c.questions[::TUNE_EVERY]) for c in convs) * len(budgets)
     ranked = sorted(totals.items(), key=lambda item: -item[1])
     lines = [" ".join(keys) + " -> mean evidence recall"]
     lines += [f"{combo} -> {100 * total / n:.2f}%" for combo, total in ranked[:25]]
@@ -365,6 +368,17 @@ def strategies_for(share: float | None, embeddings: bool) -> list[Strategy]:
     return out
 
 
+QUICK_TURNS = 120
+
+
+def shortened(conv: Conversation, turns: int) -> Conversation:
+    """The conversation's first ``turns`` turns and the questions they answer (--quick)."""
+    kept = conv.turns[:turns]
+    known = {t.dia_id for t in kept}
+    questions = [q for q in conv.questions if set(q.evidence) <= known]
+    return Conversation(conv.sample_id, conv.speaker_a, kept, questions, conv.skipped)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = script_parser(NAME, __doc__)
     parser.add_argument("--budgets", type=int, nargs="+", default=[2000, 4000])
@@ -380,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(tune(convs[: len(convs) // 2], args.budgets, embedder))
         return 0
     if args.quick:
-        convs = convs[:2]  # two conversations only
+        convs = [shortened(c, QUICK_TURNS) for c in convs[:2]]
     embedder = None if args.no_embeddings else CachedE5()
     strategies = strategies_for(args.share, embedder is not None)
     n_q = sum(len(c.questions) for c in convs)

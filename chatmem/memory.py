@@ -53,11 +53,13 @@ __all__ = [  # the labels and blocks are re-exported from chatmem.framing
 ]
 
 ROLES = ("system", "user", "assistant", "tool")
-RECALL_SHARE = 0.8
+RECALL_SHARE = 0.9
 """Default ceiling of the recalled block, as a share of the budget (a person may lower it)."""
-RECENCY_K, RECENCY_WEIGHT = 60, 1.0
+RECENCY_K, RECENCY_WEIGHT = 3, 0.1
 """The recency prior of a message ``age`` messages before the newest: weight / (K + age), on
-the scale of recall's evidence (reciprocal ranks, ``chatmem.recall``)."""
+the scale of recall's evidence (reciprocal ranks, ``chatmem.recall``): the last few turns
+outrank the best search hit, turns some 20 back rank with the 15th. Tuned on half of LoCoMo
+(``python -m bench.bench_locomo --tune``) and a follow-up test (``test_recall_budget.py``)."""
 RECALL_THRESHOLD = 0.0  # the least score (prior plus evidence) worth a candidate's room
 FOLD_RECALL_ROOM = 0.2
 """Folding leaves this share of the budget (at most the ceiling) for recalled messages."""

@@ -1,10 +1,10 @@
 """Recall: bring back older messages that matter to the current one.
 
-Lexical search (BM25) with SQLite's built-in FTS5: no model, no download. The index holds
-every message; the memory policy only uses hits that are not already sent verbatim.
-
-With an OpenAI-compatible server, ``HybridRecall`` adds embeddings: cosine similarity over the
-conversation's message vectors, merged with the BM25 hits by reciprocal rank fusion.
+Lexical search (BM25) with SQLite's built-in FTS5 (or the store's full-text index), and
+``HybridRecall``: cosine similarity over the conversation's message embeddings (the offline
+model by default, see ``chatmem.embeddings``), merged with the BM25 hits by reciprocal rank.
+``candidates`` is what a request asks for: a bounded list of scored candidates, whose
+evidence the memory policy weighs against the recency of the recent messages.
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ before calling again, so a server that is down costs no time on every turn."""
 
 
 BM25_WEIGHT = 1.0
-DENSE_WEIGHT = 1.0
+DENSE_WEIGHT = 0.75
 """Weights of the two rankings in the evidence a candidate brings (reciprocal ranks)."""
 CANDIDATES = 100
 """Candidates each ranking offers per request: enough to fill any budget, and a bound on
@@ -187,6 +187,37 @@ def lexical_evidence(hits: Sequence[Recalled], k: int = RRF_K) -> list[Recalled]
         Recalled(hit.text, hit.seq, BM25_WEIGHT / (k + rank), bm25=hit.score)
         for rank, hit in enumerate(hits, start=1)
     ]
+
+
+Backfill = Callable[[int, int, int], object]
+"""``progress(conversations done, of how many, messages embedded so far)``."""
+
+
+def backfill_embeddings(
+    store: Store, embedder: Embedder | LocalEmbedder, progress: Backfill | None = None
+) -> int:
+    """Embed every stored message that has no vector for ``embedder``'s model yet (messages
+    stored before embeddings were on), conversation by conversation; returns how many were
+    embedded. Raises EmbeddingError or StoreError; what was stored before stays stored."""
+    conversations = store.list_conversations(limit=10**9)
+    embedded = 0
+    for number, conv in enumerate(conversations, start=1):
+        have = {seq for seq, _ in store.embeddings(conv.id, embedder.name)}
+        after = 0
+        while page := store.messages(conv.id, after_seq=after, limit=500):
+            after = page[-1].seq
+            todo = [m for m in page if m.seq not in have and m.status == "ok"]
+            for first in range(0, len(todo), embedder.batch_size):
+                batch = todo[first : first + embedder.batch_size]
+                vectors = embedder.embed([m.content for m in batch])
+                pairs = [(m.seq, v) for m, v in zip(batch, vectors, strict=True)]
+                store.add_embeddings(conv.id, pairs, embedder.name)
+                embedded += len(batch)
+                if progress is not None:
+                    progress(number - 1, len(conversations), embedded)
+        if progress is not None:
+            progress(number, len(conversations), embedded)
+    return embedded
 
 
 def scores_data(recalled: Sequence[Recalled]) -> dict[str, list[float | None]]:

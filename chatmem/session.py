@@ -118,8 +118,8 @@ class ChatMemory(SessionView):
         self.memory.max_tokens = setup.max_tokens
         self.memory.keep_recent = setup.keep_recent
         self.background = background
-        if not 0.0 <= recall_share < 0.9:
-            raise ValueError(f"recall_share must be from 0 to 0.9; got {recall_share!r}.")
+        if not 0.0 <= recall_share <= 0.95:
+            raise ValueError(f"recall_share must be from 0 to 0.95; got {recall_share!r}.")
         self._recall_share = recall_share
         self.recall = recall
         self.title = NEW_TITLE

@@ -9,7 +9,7 @@ import socket
 import pytest
 
 import chatmem.embeddings as embeddings_module
-from chatmem import ChatMemory, OpenAIChat, Settings
+from chatmem import ChatMemory, OpenAIChat, Settings, cli
 from chatmem.embeddings import LOCAL_MODEL_NAME, LocalEmbedder
 from chatmem.memory import RECALL_LABEL
 from chatmem.recall import HybridRecall
@@ -64,11 +64,11 @@ def test_default_session_recalls_by_meaning_and_stores_passage_vectors(fake) -> 
     model = OpenAIChat("gpt-4o-mini", api_key="k", base_url=fake.url, max_retries=0)
     with Store("sqlite://") as store:
         bot = ChatMemory(
-            model=model, settings=Settings(), store=store, max_tokens=300, keep_recent=2
+            model=model, settings=Settings(), store=store, max_tokens=600, keep_recent=2
         )
         assert isinstance(bot.recall_index, HybridRecall)
         assert isinstance(bot.recall_index.embedder, LocalEmbedder)
-        for text in [FACT, *FILLER * 4]:
+        for text in [FACT, *FILLER * 8]:
             bot.ask(text)
         bot.recall_index.close()  # the background embedding finishes
         cid = bot.conversation_id
@@ -83,12 +83,34 @@ def test_default_session_recalls_by_meaning_and_stores_passage_vectors(fake) -> 
         assert bot.recall_index.lexical.search(question, before_seq=10_000) == []
         bot.add_user_message(question)
         ctx = bot._context()
-        from chatmem.recall import candidates
-        print("CANDS", [(c.seq, round(c.score,4), c.dense, c.bm25) for c in candidates(bot.recall_index, question, before_seq=bot.memory.messages[-1].seq)][:10])
-        print("PARTS", [(p.kind, p.seq, p.tokens) for p in ctx.parts], ctx.budget, bot.memory.summary)
-        print("RECALLED", [(r.seq, r.score) for r in ctx.recalled])
         block = [m["content"] for m in ctx.messages if m["content"].startswith(RECALL_LABEL)]
         assert block and FACT in block[0]
         hit = next(r for r in ctx.recalled if r.seq == user_seqs[0])
         assert hit.dense is not None and hit.dense > 0.8 and hit.bm25 is None
         bot.close()
+
+
+def test_backfill_embeds_messages_stored_before_embeddings_were_on(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    with Store(url) as store:
+        cids = [store.create_conversation().id for _ in range(3)]
+        for n, cid in enumerate(cids):
+            for text in [FACT, *FILLER][: n + 3]:
+                store.append_message(cid, "user", text)
+            store.append_message(cid, "assistant", "half an answer", status="incomplete")
+    monkeypatch.setenv("CHATMEM_DATABASE_URL", url)
+    monkeypatch.delenv("CHATMEM_EMBEDDING_MODEL", raising=False)
+    assert cli.main(["--embed"]) == 0
+    out = capsys.readouterr().out
+    assert "3/3 conversations, 12 messages embedded" in out
+    with Store(url) as store:
+        for n, cid in enumerate(cids):
+            stored = store.embeddings(cid, LOCAL_MODEL_NAME)
+            assert [seq for seq, _ in stored] == list(range(1, n + 4))  # not the incomplete one
+    assert cli.main(["--embed"]) == 0  # nothing left: a second run embeds nothing
+    assert "chatmem: 0 messages embedded" in capsys.readouterr().out
+    monkeypatch.setenv("CHATMEM_EMBEDDING_MODEL", "off")
+    assert cli.main(["--embed"]) == 2
+    assert "embeddings are off" in capsys.readouterr().err

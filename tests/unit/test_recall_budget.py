@@ -39,10 +39,15 @@ OLD_OVEN = [
 
 def test_a_follow_up_about_the_last_few_turns_keeps_them() -> None:
     """Old messages match the follow-up's words better than the recent turns do, yet the
-    recent exchange it asks about stays in the request, verbatim, past keep_recent."""
+    recent exchange it asks about stays in the request, past keep_recent: recency is a prior,
+    and the recent turns' own (weaker) match adds to it."""
     turns: list[tuple[str, str]] = []
     for role, text in OLD_OVEN:
         turns += [(role, text), ("assistant", "Noted, thanks for telling me about that oven.")]
+    turns += [
+        ("user" if i % 2 == 0 else "assistant", f"Small talk {i} about the football results.")
+        for i in range(20)
+    ]
     recent = [
         ("user", "Let's plan the roast chicken for Sunday."),
         ("assistant", "Roast it at 200 degrees for about 90 minutes, basting halfway."),
@@ -51,32 +56,39 @@ def test_a_follow_up_about_the_last_few_turns_keeps_them() -> None:
         ("user", "Great, and gravy from the pan juices."),
         ("assistant", "Yes: deglaze the tray and thicken with a little flour."),
     ]
-    mem, index = conversation(turns + recent, max_tokens=700, keep_recent=2, recall_share=0.8)
+    follow_up = "Which oven temperature did you say for the roast?"
+    mem, index = conversation(turns + recent, max_tokens=700, keep_recent=2, recall_share=0.9)
     first_recent = mem.messages[-len(recent)].seq
-    _, verbatim, recalled = ask(mem, index, "What oven temperature did you say, again?")
-    # the roast exchange (four and more messages back, beyond keep_recent=2) is all there
-    assert set(range(first_recent, first_recent + len(recent))) <= verbatim
-    # and recall still brought back old oven notes in the room left
-    assert recalled and all(seq < first_recent for seq in recalled)
-    # a plain search filling the budget would rank the recent turns below the old notes
-    plain = [h.seq for h in index.search("oven temperature", before_seq=10_000, limit=200)]
-    assert plain.index(first_recent + 1) > 20
+    ctx, verbatim, recalled = ask(mem, index, follow_up)
+    sent = verbatim | recalled
+    # the whole roast exchange is in the request, the answer (200 degrees) included
+    assert set(range(first_recent, first_recent + len(recent))) <= sent
+    # and old oven notes fill the room left, as quotes
+    assert len(recalled) > 10 and all(seq < first_recent - 20 for seq in recalled)
+    # the potatoes and gravy turns match nothing: a plain search would leave them out
+    plain = {h.seq for h in index.search(follow_up, before_seq=10_000, limit=500)}
+    assert not {first_recent + 2, first_recent + 4} & plain
+    # with no recency prior, the same request loses the roast exchange
+    mem.truncate(len(turns) + len(recent))
+    mem.recency_weight = 0.0
+    _, verbatim, recalled = ask(mem, index, follow_up)
+    assert not set(range(first_recent, first_recent + len(recent))) <= verbatim | recalled
 
 
 def test_no_hit_cap_when_the_budget_has_room() -> None:
-    turns = [(r, t) for r, t in OLD_OVEN] + [("assistant", "ok")] + [("user", "hi")] * 0
-    filler = [("user", f"Unrelated chat number {i} about the weather.") for i in range(60)]
-    mem, index = conversation(turns + filler, max_tokens=4000, keep_recent=2, recall_share=0.8)
-    ctx, _, recalled = ask(mem, index, "Which oven temperature for the pie, bread and cake?")
-    assert len(recalled) == 30 > 20  # every matching note, no cap of 20
+    filler = [("assistant", f"Unrelated chat number {i} about the weather.") for i in range(400)]
+    mem, index = conversation(OLD_OVEN + filler, max_tokens=4000, keep_recent=2, recall_share=0.8)
+    ctx, verbatim, recalled = ask(mem, index, "Which oven temperature for the pie, bread and cake?")
+    assert min(verbatim) > len(OLD_OVEN)  # the notes are far out of the recent messages
+    assert recalled == set(range(1, len(OLD_OVEN) + 1))  # every one of the 30: no cap of 20
     assert ctx.budget.recalled <= int(4000 * 0.8)
 
 
 def test_recall_share_is_a_ceiling() -> None:
-    mem, index = conversation(list(OLD_OVEN) * 2, max_tokens=2000, keep_recent=2)
+    mem, index = conversation(list(OLD_OVEN) * 5, max_tokens=2000, keep_recent=2)
     for share in (0.1, 0.3, 0.6):
         mem.recall_share = share
-        mem.truncate(len(OLD_OVEN) * 2)
+        mem.truncate(len(OLD_OVEN) * 5)
         ctx, _, recalled = ask(mem, index, "oven temperature for the bread?")
         assert recalled
         assert 0 < ctx.budget.recalled <= int(2000 * share)
