@@ -59,7 +59,7 @@ def test_a_follow_up_about_the_last_few_turns_keeps_them() -> None:
     follow_up = "Which oven temperature did you say for the roast?"
     mem, index = conversation(turns + recent, max_tokens=700, keep_recent=2, recall_share=0.9)
     first_recent = mem.messages[-len(recent)].seq
-    ctx, verbatim, recalled = ask(mem, index, follow_up)
+    _, verbatim, recalled = ask(mem, index, follow_up)
     sent = verbatim | recalled
     # the whole roast exchange is in the request, the answer (200 degrees) included
     assert set(range(first_recent, first_recent + len(recent))) <= sent
