@@ -231,8 +231,8 @@ def replay(conv: Conversation, budget: int, embedder: CachedE5 | None) -> Replay
         msg = mem.add(role, f"{turn.speaker}: {turn.text}")
         seq_of[turn.dia_id] = msg.seq
         fts.add(msg.seq, turn.speaker, turn.text)
-        if hybrid is not None:
-            hybrid.add(msg.seq, turn.speaker, turn.text)
+        if hybrid is not None:  # embedded as stored, the speaker's name included
+            hybrid.add(msg.seq, turn.speaker, msg.content)
     if hybrid is not None:
         hybrid.flush()
     return Replay(conv, mem, seq_of, fts, hybrid)

@@ -25,7 +25,14 @@ from chatmem.embeddings import (
     normalize,
 )
 from chatmem.memory import RECALL_LABEL
-from chatmem.recall import FtsIndex, HybridRecall, StoreRecall, reciprocal_rank_fusion
+from chatmem.recall import (
+    BM25_WEIGHT,
+    DENSE_WEIGHT,
+    FtsIndex,
+    HybridRecall,
+    StoreRecall,
+    reciprocal_rank_fusion,
+)
 from chatmem.store import Store, StoreError
 from tests.fakes import embed_text, free_port
 
@@ -225,7 +232,8 @@ def test_hybrid_finds_what_bm25_cannot_and_ranks_agreement_first(fake) -> None:
     recall.add(11, "user", "Where is Saltwater Gypsy moored?")
     hits = recall.search("Where is Saltwater Gypsy moored?", before_seq=11)
     assert hits[0].seq == 2 and hits[0].text == f"user: {FACT}"
-    assert hits[0].score == pytest.approx(2 / 61)  # first in both rankings
+    assert hits[0].score == pytest.approx((BM25_WEIGHT + DENSE_WEIGHT) / 61)  # first in both
+    assert hits[0].bm25 is not None and hits[0].dense is not None
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
