@@ -159,7 +159,7 @@ before calling again, so a server that is down costs no time on every turn."""
 
 
 BM25_WEIGHT = 1.0
-DENSE_WEIGHT = 0.75
+DENSE_WEIGHT = 1.0
 """Weights of the two rankings in the evidence a candidate brings (reciprocal ranks)."""
 CANDIDATES = 100
 """Candidates each ranking offers per request: enough to fill any budget, and a bound on
