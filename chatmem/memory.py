@@ -61,8 +61,7 @@ the scale of recall's evidence (reciprocal ranks, ``chatmem.recall``): the last 
 outrank the best search hit, turns some 20 back rank with the 15th. Tuned on half of LoCoMo
 (``python -m bench.bench_locomo --tune``) and a follow-up test (``test_recall_budget.py``)."""
 RECALL_THRESHOLD = 0.0  # the least score (prior plus evidence) worth a candidate's room
-FOLD_RECALL_ROOM = 0.2
-"""Folding leaves this share of the budget (at most the ceiling) for recalled messages."""
+FOLD_RECALL_ROOM = 0.2  # folding leaves this share of the budget (at most the ceiling) to recall
 
 
 @dataclass
