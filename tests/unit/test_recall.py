@@ -46,7 +46,7 @@ def test_early_fact_recalled_200_turns_later(fake) -> None:
     bot = ChatMemory(
         system="You are a friendly assistant.",
         model=model,
-        settings=Settings(),
+        settings=Settings(embedding_model="off"),  # keyword search (BM25) alone
         max_tokens=800,
         keep_recent=4,
         background=False,
