@@ -290,6 +290,12 @@ class LocalEmbedder:
         return array("f", vector.tobytes())
 
 
+DENSE_WINDOW = 10_000
+"""Vectors a search compares, newest first (plus those of the keyword hits, wherever they
+are): a matrix product over this many is a few milliseconds, so a request's cost does not
+grow with the conversation. An older message is found by its words, not by its meaning."""
+
+
 class VectorIndex:
     """Unit vectors by message seq, searched by cosine similarity (thread-safe).
 
@@ -345,24 +351,42 @@ class VectorIndex:
         before_seq: int | None = None,
         limit: int = 20,
         min_similarity: float = 0.0,
+        window: int | None = DENSE_WINDOW,
+        also: Sequence[int] = (),
     ) -> list[tuple[int, float]]:
         """The ``limit`` most similar vectors with ``seq < before_seq``, as (seq, cosine),
-        most similar first; only those above ``min_similarity``."""
+        most similar first; only those above ``min_similarity``.
+
+        Bounded work: only the newest ``window`` vectors (None: all) are compared, and the
+        vectors of the seqs in ``also`` (e.g. the keyword hits) wherever they are."""
         with self._lock:
             if not self._seqs or limit <= 0 or len(query) != self.dims:
                 return []
+            lo = 0 if window is None else max(0, len(self._seqs) - window)
+            rows = [r for s in also if (r := self._row.get(s)) is not None and r < lo]
             if _np is not None:
-                return self._search_numpy(query, before_seq, limit, min_similarity)
-            return self._search_python(query, before_seq, limit, min_similarity)
+                return self._search_numpy(query, before_seq, limit, min_similarity, lo, rows)
+            return self._search_python(query, before_seq, limit, min_similarity, lo, rows)
 
     def _search_numpy(
-        self, query: Sequence[float], before_seq: int | None, limit: int, floor: float
+        self,
+        query: Sequence[float],
+        before_seq: int | None,
+        limit: int,
+        floor: float,
+        lo: int,
+        extra: list[int],
     ) -> list[tuple[int, float]]:
         assert _np is not None and self.dims is not None
         matrix = _np.frombuffer(self._flat, dtype=_np.float32).reshape(-1, self.dims)
-        seqs = _np.frombuffer(self._seqs, dtype=_np.int64)
-        scores = matrix @ _np.asarray(query, dtype=_np.float32)
-        del matrix  # release the buffer view so the array can grow again
+        all_seqs = _np.frombuffer(self._seqs, dtype=_np.int64)
+        q = _np.asarray(query, dtype=_np.float32)
+        scores = matrix[lo:] @ q
+        seqs = all_seqs[lo:].copy()  # no view may outlive the call (the array grows)
+        if extra:  # the keyword hits older than the window
+            scores = _np.concatenate([matrix[extra] @ q, scores])
+            seqs = _np.concatenate([all_seqs[extra], seqs])
+        del matrix, all_seqs  # release the buffer views so the arrays can grow again
         ok = scores > floor
         if before_seq is not None:
             ok &= seqs < before_seq
@@ -370,18 +394,24 @@ class VectorIndex:
         if len(rows) > limit:
             rows = rows[_np.argpartition(-scores[rows], limit - 1)[:limit]]
         found = [(int(seqs[r]), float(scores[r])) for r in rows]
-        del seqs
         found.sort(key=lambda hit: (-hit[1], -hit[0]))
         return found
 
     def _search_python(
-        self, query: Sequence[float], before_seq: int | None, limit: int, floor: float
+        self,
+        query: Sequence[float],
+        before_seq: int | None,
+        limit: int,
+        floor: float,
+        lo: int,
+        extra: list[int],
     ) -> list[tuple[int, float]]:
         assert self.dims is not None
         dims, flat, mul = self.dims, self._flat, operator.mul
         query = list(query)
         scored = []
-        for row, seq in enumerate(self._seqs):
+        for row in [*extra, *range(lo, len(self._seqs))]:
+            seq = self._seqs[row]
             if before_seq is not None and seq >= before_seq:
                 continue
             score = sum(map(mul, query, flat[row * dims : (row + 1) * dims]))

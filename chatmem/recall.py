@@ -16,13 +16,13 @@ import time
 from array import array
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
     from chatmem.embeddings import Embedder, LocalEmbedder
     from chatmem.store import Store
 
-from chatmem.embeddings import QUERY_TIMEOUT, VectorIndex
+from chatmem.embeddings import DENSE_WINDOW, QUERY_TIMEOUT, VectorIndex
 from chatmem.errors import EmbeddingError, SearchIndexError
 from chatmem.events import Event, EventKind
 from chatmem.memory import RECALL_SHARE as RECALL_SHARE
@@ -35,9 +35,21 @@ log = logging.getLogger(__name__)
 def fts_query(text: str) -> str | None:
     """An FTS5 MATCH expression: any of the content words, each quoted."""
     terms = query_terms(text)
-    if not terms:
-        return None
+    return fts_match(terms) if terms else None
+
+
+def fts_match(terms: Sequence[str]) -> str:
+    """An FTS5 MATCH expression: any of ``terms``, each quoted."""
     return " OR ".join('"' + t.replace('"', "") + '"' for t in terms)
+
+
+COMMON_TERM: Final = 1_000
+"""A query term found in more messages than this is common: ranking every message it is in
+would make a search's cost grow with the conversation, and a common word tells little
+(BM25 weighs it near nothing). A search uses the query's rare terms over the whole
+history; only a query made of common words alone is searched among the newest
+:data:`RECENT_WINDOW` messages. Checking a term reads at most this many index entries."""
+RECENT_WINDOW: Final = 2_000
 
 
 class RecallIndex(Protocol):
@@ -49,9 +61,13 @@ class RecallIndex(Protocol):
 
 
 class FtsIndex:
-    """An FTS5 index of one conversation's messages, in memory (BM25 ranking)."""
+    """An FTS5 index of one conversation's messages, in memory (BM25 ranking).
 
-    def __init__(self) -> None:
+    ``bounded`` (the default): a search's work does not grow with the conversation
+    (:data:`COMMON_TERM`); off, every match is ranked."""
+
+    def __init__(self, *, bounded: bool = True) -> None:
+        self.bounded = bounded
         self._db = sqlite3.connect(":memory:", check_same_thread=False)
         self._db.execute(
             "CREATE VIRTUAL TABLE messages USING fts5("
@@ -66,16 +82,33 @@ class FtsIndex:
             )
 
     def search(self, query: str, *, before_seq: int, limit: int = 20) -> list[Recalled]:
-        match = fts_query(query)
-        if match is None:
+        """The best BM25 matches before ``before_seq``; bounded work (:data:`COMMON_TERM`)."""
+        terms = query_terms(query)
+        if not terms:
             return []
+        select = (
+            "SELECT rowid, speaker, body, bm25(messages) AS rank FROM messages "
+            "WHERE messages MATCH ? AND rowid < ? AND rowid >= ? ORDER BY rank LIMIT ?"
+        )
         with self._lock:
+            rare = terms
+            if self.bounded:
+                rare = [t for t in terms if self._matches(t, before_seq) <= COMMON_TERM]
+            since = 0 if rare else before_seq - RECENT_WINDOW
             rows = self._db.execute(
-                "SELECT rowid, speaker, body, bm25(messages) AS rank FROM messages "
-                "WHERE messages MATCH ? AND rowid < ? ORDER BY rank LIMIT ?",
-                (match, before_seq, limit),
+                select, (fts_match(rare or terms), before_seq, since, limit)
             ).fetchall()
         return [Recalled(snippet(speaker, body), seq, -rank) for seq, speaker, body, rank in rows]
+
+    def _matches(self, term: str, before_seq: int) -> int:
+        """Messages before ``before_seq`` holding ``term``, counted up to one past
+        :data:`COMMON_TERM` (the index is read no further)."""
+        row = self._db.execute(
+            "SELECT count(*) FROM (SELECT rowid FROM messages WHERE messages MATCH ? "
+            "AND rowid < ? LIMIT ?)",
+            (fts_match([term]), before_seq, COMMON_TERM + 1),
+        ).fetchone()
+        return int(row[0])
 
     def close(self) -> None:
         self._db.close()
@@ -121,7 +154,9 @@ class StoreRecall:
         if cid is None:
             return []
         try:
-            hits = self.store.search_messages(cid, query, before_seq=before_seq, limit=limit)
+            hits = self.store.search_messages(
+                cid, query, before_seq=before_seq, limit=limit, bounded=True
+            )
         except SearchIndexError:
             self._off(cid)
             return []
@@ -281,6 +316,7 @@ class HybridRecall:
         self.query_timeout = query_timeout
         self.k = k
         self.min_similarity = min_similarity
+        self.dense_window: int | None = DENSE_WINDOW  # vectors compared (None: all)
         self.vectors = VectorIndex()
         self.enabled = True
         self._texts: dict[int, tuple[str, str]] = {}  # seq -> (speaker, text) without a store
@@ -317,7 +353,12 @@ class HybridRecall:
         if vector is None:
             return lexical_evidence(lexical, self.k)
         hits = self.vectors.search(
-            vector, before_seq=before_seq, limit=limit, min_similarity=self.min_similarity
+            vector,
+            before_seq=before_seq,
+            limit=limit,
+            min_similarity=self.min_similarity,
+            window=self.dense_window,
+            also=[r.seq for r in lexical if r.seq is not None],
         )
         return self._fuse(lexical, hits, limit)
 

@@ -219,3 +219,17 @@ def test_drift_has_a_row_per_server_kind_before_and_after(tmp_path: Path) -> Non
     assert server["after"]["max_abs_drift"] == 0.0 and server["after"]["over_budget"] == 0
     assert all(ours == reported for ours, reported in server["after_checked"])
     assert server["calibrated"]["over_budget"] == 0  # calibrated by the server's counts
+
+
+def test_recall_cost_compares_bounded_and_unbounded(tmp_path: Path) -> None:
+    from bench import bench_recall_cost
+
+    markdown, data = run_script(bench_recall_cost, tmp_path, "--no-chart")
+    rows = table_rows(markdown)
+    assert list(rows) == ["200", "400"]
+    for cells in rows.values():
+        assert len(cells) == 5 and all(re.match(TIME, c) for c in cells[:4])
+    for n in (200, 400):
+        for key, _ in bench_recall_cost.METHODS:
+            assert data["cells"][f"{key}@{n}"]["median"] > 0
+    assert "under 10 ms median at 400 messages" in markdown

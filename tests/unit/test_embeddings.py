@@ -209,6 +209,25 @@ def test_vector_index_numpy_and_python_agree(monkeypatch: pytest.MonkeyPatch) ->
         assert [s for s, _ in results["numpy"]] == [s for s, _ in results["python"]]
 
 
+def test_vector_search_compares_a_bounded_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the newest ``window`` vectors are compared, and those of the seqs in ``also``."""
+    rng = random.Random(3)
+    index = VectorIndex()
+    for seq in range(1, 101):
+        index.add(seq, _random_unit(rng, 32))
+    query = index.get(10)
+    assert query is not None
+    for np in {embeddings_module._np, None}:
+        monkeypatch.setattr(embeddings_module, "_np", np)
+        everything = index.search(query, limit=100, min_similarity=-1.0, window=None)
+        assert everything[0][0] == 10 and len(everything) == 100
+        recent = index.search(query, limit=100, min_similarity=-1.0, window=20)
+        assert sorted(seq for seq, _ in recent) == list(range(81, 101))
+        found = index.search(query, limit=100, min_similarity=-1.0, window=20, also=[10, 90])
+        assert found[0][0] == 10 and len(found) == 21
+        assert sorted(seq for seq, _ in found)[:2] == [10, 81]
+
+
 def test_reciprocal_rank_fusion() -> None:
     scores = reciprocal_rank_fusion([[7, 3, 9], [3, 5]])
     assert scores[3] == pytest.approx(1 / 62 + 1 / 61)
