@@ -46,7 +46,7 @@ from bench.bench_context import MAX_TOKENS, MODEL, SYSTEM, drop_last, fold_all_b
 
 NAME = "bench_recall_cost"
 SIZES = (1_000, 10_000, 100_000)
-QUICK_SIZES = (200, 400)
+QUICK_SIZES = (100, 200)
 TURNS = 15  # timed turns per cell (distinct messages)
 QUICK_TURNS = 3
 DIMS = 384  # multilingual-e5-small

@@ -226,10 +226,10 @@ def test_recall_cost_compares_bounded_and_unbounded(tmp_path: Path) -> None:
 
     markdown, data = run_script(bench_recall_cost, tmp_path, "--no-chart")
     rows = table_rows(markdown)
-    assert list(rows) == ["200", "400"]
+    assert list(rows) == ["100", "200"]
     for cells in rows.values():
         assert len(cells) == 5 and all(re.match(TIME, c) for c in cells[:4])
-    for n in (200, 400):
+    for n in (100, 200):
         for key, _ in bench_recall_cost.METHODS:
             assert data["cells"][f"{key}@{n}"]["median"] > 0
-    assert "under 10 ms median at 400 messages" in markdown
+    assert "under 10 ms median at 200 messages" in markdown
