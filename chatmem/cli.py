@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from chatmem.config import Settings, load_settings
-from chatmem.errors import ChatmemError, ContextOverflow, ModelError, StoreError
+from chatmem.errors import ChatmemError, ContextOverflow, EmbeddingError, ModelError, StoreError
 from chatmem.session import ChatMemory
 from chatmem.store import IndexRebuild, Store
 
@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rebuild the full-text search index (used by recall) of every stored "
         "conversation, then exit",
+    )
+    parser.add_argument(
+        "--embed",
+        action="store_true",
+        help="embed every stored message that has no embedding yet (for recall), then exit",
     )
     parser.add_argument(
         "--no-store", action="store_true", help="keep nothing on disk (no CHATMEM_DATABASE_URL)"
@@ -132,13 +137,48 @@ def open_bot(args: argparse.Namespace, settings: Settings, store: Store | None) 
     return ChatMemory(settings=settings, store=store, **overrides)
 
 
+def embed_stored(
+    store: Store, settings: Settings, write: Callable[[str], object] | None = None
+) -> int:
+    """Backfill the embeddings recall uses, printing progress; returns messages embedded."""
+    from chatmem.embeddings import LOCAL_MODEL, Embedder, LocalEmbedder
+    from chatmem.recall import backfill_embeddings
+
+    write = write or sys.stdout.write
+    name = settings.active_embedding_model
+    if name is None:
+        raise ValueError("embeddings are off (CHATMEM_EMBEDDING_MODEL=off): nothing to embed.")
+    embedder: Embedder | LocalEmbedder
+    if name == LOCAL_MODEL or settings.uses_local_model:
+        embedder = LocalEmbedder()
+    else:
+        embedder = Embedder(
+            name,
+            api_key=settings.api_key,
+            base_url=settings.base_url,
+            timeout=settings.timeout,
+            max_retries=settings.max_retries,
+        )
+    write(f"chatmem: embedding stored messages with {embedder.label}...\n")
+    last = [-1]
+
+    def progress(done: int, total: int, messages: int) -> None:
+        if done != last[0]:
+            last[0] = done
+            write(f"  {done:,}/{total:,} conversations, {messages:,} messages embedded\n")
+
+    count = backfill_embeddings(store, embedder, progress)
+    write(f"chatmem: {count:,} messages embedded; every stored message has its embedding.\n")
+    return count
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     store: Store | None = None
     try:
         settings = load_settings()
-        if args.no_store and (args.list or args.reindex):
-            raise ValueError("--list and --reindex need the store; drop --no-store.")
+        if args.no_store and (args.list or args.reindex or args.embed):
+            raise ValueError("--list, --reindex and --embed need the store; drop --no-store.")
         if not args.no_store:
             store = Store(settings.database_url)
         if args.list:
@@ -151,6 +191,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 reindex(store)
             except StoreError as exc:
                 raise StoreError(f"could not rebuild the search index: {exc}") from exc
+            store.close()
+            return 0
+        if args.embed:
+            assert store is not None
+            try:
+                embed_stored(store, settings)
+            except EmbeddingError as exc:
+                raise EmbeddingError(
+                    f"embedding stopped: {exc} What was embedded is kept; run --embed again.",
+                    kind=exc.kind,
+                    retryable=exc.retryable,
+                ) from exc
             store.close()
             return 0
         bot = open_bot(args, settings, store)

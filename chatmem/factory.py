@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatmem.config import (
     KEEP_RECENT_RANGE,
+    LOCAL_EMBEDDINGS,
     MAX_TOKENS_CAP,
     MAX_TOKENS_MIN,
     Settings,
@@ -186,18 +187,22 @@ def build_recall(
     background: bool,
 ) -> RecallIndex:
     """BM25 (the store's full-text index when there is a store, else one in memory),
-    blended with embeddings when the settings name an embedding model and the chat model is
-    OpenAI-compatible (never with the local model)."""
+    blended with embeddings unless the settings turn them off: the offline model by default,
+    an OpenAI-compatible one when the settings name it and the chat model is such a server."""
     lexical: RecallIndex = (
         FtsIndex() if store is None else StoreRecall(store, conversation_id, on_event=on_event)
     )
     name = settings.active_embedding_model
-    if not name or not isinstance(model, OpenAIChat):
+    if not name:
         return lexical
-    from chatmem.embeddings import Embedder
+    from chatmem.embeddings import Embedder, LocalEmbedder
 
-    access = server_access(settings)
-    embedder = Embedder(name, replace(access, base_url=access.base_url or model.base_url))
+    embedder: Embedder | LocalEmbedder
+    if name == LOCAL_EMBEDDINGS or not isinstance(model, OpenAIChat):
+        embedder = LocalEmbedder()
+    else:
+        access = server_access(settings)
+        embedder = Embedder(name, replace(access, base_url=access.base_url or model.base_url))
     return HybridRecall(
         lexical,
         embedder,

@@ -1,10 +1,10 @@
 """Recall: bring back older messages that matter to the current one.
 
-Lexical search (BM25) with SQLite's built-in FTS5: no model, no download. The index holds
-every message; the memory policy only uses hits that are not already sent verbatim.
-
-With an OpenAI-compatible server, ``HybridRecall`` adds embeddings: cosine similarity over the
-conversation's message vectors, merged with the BM25 hits by reciprocal rank fusion.
+Lexical search (BM25) with SQLite's built-in FTS5 (or the store's full-text index), and
+``HybridRecall``: cosine similarity over the conversation's message embeddings (the offline
+model by default, see ``chatmem.embeddings``), merged with the BM25 hits by reciprocal rank.
+``candidates`` is what a request asks for: a bounded list of scored candidates, whose
+evidence the memory policy weighs against the recency of the recent messages.
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ import time
 from array import array
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 if TYPE_CHECKING:
-    from chatmem.embeddings import Embedder
+    from chatmem.embeddings import Embedder, LocalEmbedder
     from chatmem.store import Store
 
-from chatmem.embeddings import QUERY_TIMEOUT, VectorIndex
+from chatmem.embeddings import DENSE_WINDOW, QUERY_TIMEOUT, VectorIndex
 from chatmem.errors import EmbeddingError, SearchIndexError
 from chatmem.events import Event, EventKind
+from chatmem.memory import RECALL_SHARE as RECALL_SHARE
 from chatmem.memory import Recalled
 from chatmem.text import query_terms, snippet
 
@@ -34,9 +35,21 @@ log = logging.getLogger(__name__)
 def fts_query(text: str) -> str | None:
     """An FTS5 MATCH expression: any of the content words, each quoted."""
     terms = query_terms(text)
-    if not terms:
-        return None
+    return fts_match(terms) if terms else None
+
+
+def fts_match(terms: Sequence[str]) -> str:
+    """An FTS5 MATCH expression: any of ``terms``, each quoted."""
     return " OR ".join('"' + t.replace('"', "") + '"' for t in terms)
+
+
+COMMON_TERM: Final = 1_000
+"""A query term found in more messages than this is common: ranking every message it is in
+would make a search's cost grow with the conversation, and a common word tells little
+(BM25 weighs it near nothing). A search uses the query's rare terms over the whole
+history; only a query made of common words alone is searched among the newest
+:data:`RECENT_WINDOW` messages. Checking a term reads at most this many index entries."""
+RECENT_WINDOW: Final = 2_000
 
 
 class RecallIndex(Protocol):
@@ -48,9 +61,13 @@ class RecallIndex(Protocol):
 
 
 class FtsIndex:
-    """An FTS5 index of one conversation's messages, in memory (BM25 ranking)."""
+    """An FTS5 index of one conversation's messages, in memory (BM25 ranking).
 
-    def __init__(self) -> None:
+    ``bounded`` (the default): a search's work does not grow with the conversation
+    (:data:`COMMON_TERM`); off, every match is ranked."""
+
+    def __init__(self, *, bounded: bool = True) -> None:
+        self.bounded = bounded
         self._db = sqlite3.connect(":memory:", check_same_thread=False)
         self._db.execute(
             "CREATE VIRTUAL TABLE messages USING fts5("
@@ -65,16 +82,33 @@ class FtsIndex:
             )
 
     def search(self, query: str, *, before_seq: int, limit: int = 20) -> list[Recalled]:
-        match = fts_query(query)
-        if match is None:
+        """The best BM25 matches before ``before_seq``; bounded work (:data:`COMMON_TERM`)."""
+        terms = query_terms(query)
+        if not terms:
             return []
+        select = (
+            "SELECT rowid, speaker, body, bm25(messages) AS rank FROM messages "
+            "WHERE messages MATCH ? AND rowid < ? AND rowid >= ? ORDER BY rank LIMIT ?"
+        )
         with self._lock:
+            rare = terms
+            if self.bounded:
+                rare = [t for t in terms if self._matches(t, before_seq) <= COMMON_TERM]
+            since = 0 if rare else before_seq - RECENT_WINDOW
             rows = self._db.execute(
-                "SELECT rowid, speaker, body, bm25(messages) AS rank FROM messages "
-                "WHERE messages MATCH ? AND rowid < ? ORDER BY rank LIMIT ?",
-                (match, before_seq, limit),
+                select, (fts_match(rare or terms), before_seq, since, limit)
             ).fetchall()
         return [Recalled(snippet(speaker, body), seq, -rank) for seq, speaker, body, rank in rows]
+
+    def _matches(self, term: str, before_seq: int) -> int:
+        """Messages before ``before_seq`` holding ``term``, counted up to one past
+        :data:`COMMON_TERM` (the index is read no further)."""
+        row = self._db.execute(
+            "SELECT count(*) FROM (SELECT rowid FROM messages WHERE messages MATCH ? "
+            "AND rowid < ? LIMIT ?)",
+            (fts_match([term]), before_seq, COMMON_TERM + 1),
+        ).fetchone()
+        return int(row[0])
 
     def close(self) -> None:
         self._db.close()
@@ -120,7 +154,9 @@ class StoreRecall:
         if cid is None:
             return []
         try:
-            hits = self.store.search_messages(cid, query, before_seq=before_seq, limit=limit)
+            hits = self.store.search_messages(
+                cid, query, before_seq=before_seq, limit=limit, bounded=True
+            )
         except SearchIndexError:
             self._off(cid)
             return []
@@ -157,13 +193,88 @@ PAUSE_SECONDS = (5.0, 300.0)
 before calling again, so a server that is down costs no time on every turn."""
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> dict[int, float]:
-    """Fused score per seq: the sum over the rankings of 1 / (k + rank), ranks from 1."""
+BM25_WEIGHT = 1.0
+DENSE_WEIGHT = 1.0
+"""Weights of the two rankings in the evidence a candidate brings (reciprocal ranks)."""
+CANDIDATES = 100
+"""Candidates each ranking offers per request: enough to fill any budget, and a bound on
+the work whatever the length of the conversation."""
+
+
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[int]],
+    k: int = RRF_K,
+    weights: Sequence[float] | None = None,
+) -> dict[int, float]:
+    """Fused score per seq: the sum over the rankings of weight / (k + rank), ranks from 1."""
     scores: dict[int, float] = {}
-    for ranking in rankings:
+    for i, ranking in enumerate(rankings):
+        weight = 1.0 if weights is None else weights[i]
         for rank, seq in enumerate(ranking, start=1):
-            scores[seq] = scores.get(seq, 0.0) + 1.0 / (k + rank)
+            scores[seq] = scores.get(seq, 0.0) + weight / (k + rank)
     return scores
+
+
+def lexical_evidence(hits: Sequence[Recalled], k: int = RRF_K) -> list[Recalled]:
+    """Keyword hits (best first, their BM25 score in ``score``) as evidence: the score
+    becomes the weighted reciprocal rank, the BM25 score is kept in ``bm25``."""
+    return [
+        Recalled(hit.text, hit.seq, BM25_WEIGHT / (k + rank), bm25=hit.score)
+        for rank, hit in enumerate(hits, start=1)
+    ]
+
+
+Backfill = Callable[[int, int, int], object]
+"""``progress(conversations done, of how many, messages embedded so far)``."""
+
+
+def backfill_embeddings(
+    store: Store, embedder: Embedder | LocalEmbedder, progress: Backfill | None = None
+) -> int:
+    """Embed every stored message that has no vector for ``embedder``'s model yet (messages
+    stored before embeddings were on), conversation by conversation; returns how many were
+    embedded. Raises EmbeddingError or StoreError; what was stored before stays stored."""
+    conversations = store.list_conversations(limit=10**9)
+    embedded = 0
+    for number, conv in enumerate(conversations, start=1):
+        have = {seq for seq, _ in store.embeddings(conv.id, embedder.name)}
+        after = 0
+        while page := store.messages(conv.id, after_seq=after, limit=500):
+            after = page[-1].seq
+            todo = [m for m in page if m.seq not in have and m.status == "ok"]
+            for first in range(0, len(todo), embedder.batch_size):
+                batch = todo[first : first + embedder.batch_size]
+                vectors = embedder.embed([m.content for m in batch])
+                pairs = [(m.seq, v) for m, v in zip(batch, vectors, strict=True)]
+                store.add_embeddings(conv.id, pairs, embedder.name)
+                embedded += len(batch)
+                if progress is not None:
+                    progress(number - 1, len(conversations), embedded)
+        if progress is not None:
+            progress(number, len(conversations), embedded)
+    return embedded
+
+
+def scores_data(recalled: Sequence[Recalled]) -> dict[str, list[float | None]]:
+    """Each recalled message's scores, for the ``recall`` event: the relevance it was chosen
+    by, and the keyword (BM25) and embedding (cosine) scores behind it (None: not found so)."""
+
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 4)
+
+    return {
+        "scores": [round(r.score, 4) for r in recalled],
+        "bm25": [rounded(r.bm25) for r in recalled],
+        "dense": [rounded(r.dense) for r in recalled],
+    }
+
+
+def candidates(index: RecallIndex, query: str, *, before_seq: int) -> list[Recalled]:
+    """The recall candidates for a request, scored by their evidence (see ``memory.Memory
+    .context``, which adds the recency prior): BM25, fused with embeddings when on."""
+    if isinstance(index, HybridRecall):
+        return index.search(query, before_seq=before_seq, limit=CANDIDATES)
+    return lexical_evidence(index.search(query, before_seq=before_seq, limit=CANDIDATES))
 
 
 class HybridRecall:
@@ -190,7 +301,7 @@ class HybridRecall:
     def __init__(
         self,
         lexical: RecallIndex,
-        embedder: Embedder,
+        embedder: Embedder | LocalEmbedder,
         *,
         store: Store | None = None,
         conversation_id: Callable[[], str | None] = lambda: None,
@@ -203,6 +314,7 @@ class HybridRecall:
         self._cid = conversation_id
         self._on_event = on_event
         self.background = background
+        self.dense_window: int | None = DENSE_WINDOW  # vectors compared (None: all)
         self.vectors = VectorIndex()
         self.enabled = True
         self._texts: dict[int, tuple[str, str]] = {}  # seq -> (speaker, text) without a store
@@ -237,9 +349,14 @@ class HybridRecall:
         lexical = self.lexical.search(query, before_seq=before_seq, limit=limit)
         vector = self._query_vector(query, before_seq)
         if vector is None:
-            return lexical
+            return lexical_evidence(lexical, self.k)
         hits = self.vectors.search(
-            vector, before_seq=before_seq, limit=limit, min_similarity=self.min_similarity
+            vector,
+            before_seq=before_seq,
+            limit=limit,
+            min_similarity=self.min_similarity,
+            window=self.dense_window,
+            also=[r.seq for r in lexical if r.seq is not None],
         )
         return self._fuse(lexical, hits, limit)
 
@@ -324,6 +441,9 @@ class HybridRecall:
         if not self.enabled:
             return None
         self._ensure_loaded()
+        embed_query = getattr(self.embedder, "embed_query", None)
+        if embed_query is not None:  # a model with query and passage prefixes (e5)
+            return self._asymmetric_query(embed_query, query, seq)
         vector = self.vectors.get(seq)
         if vector is not None:
             return vector
@@ -354,16 +474,43 @@ class HybridRecall:
             self._save([(seq, vector)])
         return vector
 
+    def _asymmetric_query(
+        self, embed_query: Callable[..., array], query: str, seq: int
+    ) -> array | None:
+        """The query's own embedding (the model's query form); the message itself waits for
+        its passage embedding, which ``after_turn`` makes after the reply."""
+        with self._lock:
+            if self._failed_query == seq or time.monotonic() < self._paused_until:
+                return None
+        try:
+            vector = embed_query(query, timeout=self.query_timeout)
+        except EmbeddingError as exc:
+            with self._lock:
+                self._failed_query = seq
+            self._failed(exc)
+            self._fallback(seq, str(exc), exc.kind)
+            return None
+        self._succeeded()
+        return vector
+
     def _fuse(
         self, lexical: list[Recalled], hits: list[tuple[int, float]], limit: int
     ) -> list[Recalled]:
         texts = {r.seq: r.text for r in lexical if r.seq is not None}
+        bm25 = {r.seq: r.score for r in lexical if r.seq is not None}
+        dense = dict(hits)
         scores = reciprocal_rank_fusion(
-            [[r.seq for r in lexical if r.seq is not None], [seq for seq, _ in hits]], self.k
+            [[r.seq for r in lexical if r.seq is not None], [seq for seq, _ in hits]],
+            self.k,
+            (BM25_WEIGHT, DENSE_WEIGHT),
         )
         ranked = sorted(scores, key=lambda seq: (-scores[seq], -seq))[:limit]
         texts.update(self._snippets([seq for seq in ranked if seq not in texts]))
-        return [Recalled(texts[seq], seq, scores[seq]) for seq in ranked if seq in texts]
+        return [
+            Recalled(texts[seq], seq, scores[seq], bm25=bm25.get(seq), dense=dense.get(seq))
+            for seq in ranked
+            if seq in texts
+        ]
 
     def _snippets(self, seqs: list[int]) -> dict[int, str]:
         if not seqs:

@@ -34,7 +34,7 @@ from chatmem.inspection import SessionView, SummaryVersion, TurnStat
 from chatmem.journal import Journal
 from chatmem.memory import Context, Memory, Message, Recalled
 from chatmem.models import ChatModel, ReplyStream, Usage
-from chatmem.recall import HybridRecall, RecallIndex
+from chatmem.recall import RECALL_SHARE, HybridRecall, RecallIndex, candidates, scores_data
 from chatmem.servers import after_overflow
 from chatmem.summarize import Summarizer
 from chatmem.sync import StoreSync
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RECALL_LIMIT = 20  # recall candidates asked for per request
 NEW_TITLE = "New chat"
 
 
@@ -92,7 +91,7 @@ class ChatMemory(Folding, Corrections, SessionView):
         reply_reserve: int | None = None,
         background: bool = True,
         recall: bool = True,
-        recall_share: float = 0.2,
+        recall_share: float = RECALL_SHARE,
         recall_index: RecallIndex | None = None,
         summary_model: ChatModel | None = None,
         settings: Settings | None = None,
@@ -120,8 +119,8 @@ class ChatMemory(Folding, Corrections, SessionView):
         self.memory.max_tokens = setup.max_tokens
         self.memory.keep_recent = setup.keep_recent
         self.background = background
-        if not 0.0 <= recall_share < 0.9:
-            raise ValueError(f"recall_share must be from 0 to 0.9; got {recall_share!r}.")
+        if not 0.0 <= recall_share <= 0.95:
+            raise ValueError(f"recall_share must be from 0 to 0.95; got {recall_share!r}.")
         self._recall_share = recall_share
         self.recall = recall
         self.title = NEW_TITLE
@@ -397,7 +396,7 @@ class ChatMemory(Folding, Corrections, SessionView):
                 f"Recalled {len(context.recalled)} older messages for this request.",
                 seqs=[r.seq for r in context.recalled],
                 for_seq=self._question or self.memory.messages[-1].seq,
-                scores=[round(r.score, 3) for r in context.recalled],
+                **scores_data(context.recalled),
             )
         if context.dropped_pins:
             seqs = ", ".join(str(s) for s in context.dropped_pins)
@@ -427,9 +426,7 @@ class ChatMemory(Folding, Corrections, SessionView):
             and newest.role == "user"
             and (mem.summary is not None or mem.history_tokens() > (limit or mem.max_tokens))
         ):
-            recalled = self.recall_index.search(
-                newest.content, before_seq=newest.seq, limit=RECALL_LIMIT
-            )
+            recalled = candidates(self.recall_index, newest.content, before_seq=newest.seq)
         if limit is None:  # a calibrated estimate budgets below max_tokens, by what it measured
             limit = mem.counter.limit_for(mem.max_tokens)
         return mem.context(recalled or [], limit=limit, answering=self._question)

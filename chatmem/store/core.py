@@ -347,7 +347,13 @@ class Store:
             return int(conn.scalar(stmt) or 0)
 
     def search_messages(
-        self, cid: str, query: str, *, before_seq: int | None = None, limit: int = 20
+        self,
+        cid: str,
+        query: str,
+        *,
+        before_seq: int | None = None,
+        limit: int = 20,
+        bounded: bool = False,
     ) -> list[SearchHit]:
         """The conversation's messages (status 'ok', ``seq < before_seq``) that contain ANY of
         the content words of ``query`` (``chatmem.text.query_terms``; stems match, so
@@ -358,9 +364,15 @@ class Store:
         the message length (more matching words score higher; it has no notion of rarity).
         Scores are only comparable within one backend. An empty or all-stopword query returns
         [] without touching the database; an unknown conversation returns [].
+
+        ``bounded`` (recall, on SQLite): the work does not grow with the conversation; terms in
+        more than ``search.COMMON_TERM`` of its messages are left out, and a query of such
+        terms alone searches its newest ``search.RECENT_WINDOW`` messages.
         """
         return self._indexed(
-            lambda: search.search_messages(self, cid, query, before_seq=before_seq, limit=limit),
+            lambda: search.search_messages(
+                self, cid, query, before_seq=before_seq, limit=limit, bounded=bounded
+            ),
             write=False,
         )
 

@@ -46,6 +46,7 @@ from chatmem.store.schema import (
     messages_table,
     sqlite_search_index_ddl,
 )
+from chatmem.store.validate import EMBEDDING_MAX_DIMS
 from chatmem.text import query_terms
 
 if TYPE_CHECKING:
@@ -53,8 +54,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chatmem.store")
 
-EMBEDDING_MAX_DIMS: Final = 16_384
-"""Longest embedding vector ``add_embeddings`` accepts (text-embedding-3-large has 3,072)."""
 
 _WORD_RE = re.compile(r"\w+")
 
@@ -68,10 +67,32 @@ _SQLITE_SEARCH = """
                 SELECT m.seq, m.role, m.name, m.content,
                        bm25(messages_fts, 0.0, 1.0) AS bm25_rank
                 FROM messages_fts CROSS JOIN messages AS m ON m.id = messages_fts.rowid
-                WHERE messages_fts MATCH :match
+                WHERE messages_fts MATCH :match AND messages_fts.rowid >= :since_id
                   AND m.conversation_id = :cid AND m.status = 'ok' {seq_filter}
                 ORDER BY bm25_rank, m.seq DESC
                 LIMIT :limit"""
+
+# How many messages of the conversation hold a term, counted no further than :cap.
+_SQLITE_TERM_COUNT = """
+                SELECT count(*) FROM (
+                    SELECT rowid FROM messages_fts WHERE messages_fts MATCH :match LIMIT :cap
+                )"""
+
+# The row id of the conversation's first message among the newest :window before :before
+# (or before its end); ids grow with seqs.
+_SQLITE_FIRST_ID = """
+                SELECT min(id) FROM messages
+                WHERE conversation_id = :cid AND seq >= coalesce(
+                    :before, (SELECT max(seq) + 1 FROM messages WHERE conversation_id = :cid)
+                ) - :window"""
+
+COMMON_TERM: Final = 1_000
+"""A query term in more of the conversation's messages than this is common: on SQLite a
+search uses the query's rare terms over the whole conversation, and a query of common words
+alone searches the newest :data:`RECENT_WINDOW` messages, so its cost does not grow with the
+conversation (BM25 weighs a common word near nothing). Checking a term reads at most this
+many index entries."""
+RECENT_WINDOW: Final = 2_000
 
 # The query text is a bound parameter; the tsvector must be spelled exactly as in the index
 # (``schema.PG_SEARCH_VECTOR``, migration 5) for it to be used, and the rank reads the same
@@ -103,8 +124,14 @@ def _sqlite_match(cid: str, terms: list[str]) -> str:
     return match
 
 
+def _sqlite_term_count(conn: Connection, cid: str, term: str) -> int:
+    """The conversation's messages holding ``term``, counted up to ``COMMON_TERM + 1``."""
+    params = {"match": _sqlite_match(cid, [term]), "cap": COMMON_TERM + 1}
+    return int(conn.execute(sa.text(_SQLITE_TERM_COUNT), params).scalar() or 0)
+
+
 def search_messages(
-    store: Store, cid: str, query: str, *, before_seq: int | None, limit: int
+    store: Store, cid: str, query: str, *, before_seq: int | None, limit: int, bounded: bool = False
 ) -> list[SearchHit]:
     """The body of ``Store.search_messages``."""
     check(text_problem(cid, max_chars=MAX_TITLE_CHARS), "cid")
@@ -120,13 +147,21 @@ def search_messages(
     if before_seq is not None:
         seq_filter = "AND m.seq < :before_seq"
         params["before_seq"] = before_seq
-    if store.backend == "sqlite":
-        params["match"] = _sqlite_match(cid, terms)
-        sql = _SQLITE_SEARCH.format(seq_filter=seq_filter)
-    else:
-        params["tsquery"] = " | ".join(terms)
-        sql = _POSTGRES_SEARCH.format(seq_filter=seq_filter)
     with store._tx(write=False) as conn:
+        if store.backend == "sqlite":
+            rare = terms
+            if bounded:
+                rare = [t for t in terms if _sqlite_term_count(conn, cid, t) <= COMMON_TERM]
+            params["match"] = _sqlite_match(cid, rare or terms)
+            params["since_id"] = 0
+            if not rare:
+                window = {"cid": cid, "before": before_seq, "window": RECENT_WINDOW}
+                first = conn.execute(sa.text(_SQLITE_FIRST_ID), window).scalar()
+                params["since_id"] = first if first is not None else sys.maxsize
+            sql = _SQLITE_SEARCH.format(seq_filter=seq_filter)
+        else:
+            params["tsquery"] = " | ".join(terms)
+            sql = _POSTGRES_SEARCH.format(seq_filter=seq_filter)
         rows = conn.execute(sa.text(sql), params).all()
     sign = -1.0 if store.backend == "sqlite" else 1.0
     return [
@@ -354,11 +389,17 @@ def add_embeddings(
             }
             for seq, (dims, blob) in sorted(vectors.items())
         ]
-        dialect = sqlite_dialect if store.backend == "sqlite" else pg_dialect
-        insert = dialect.insert(embeddings_table).on_conflict_do_nothing(
-            index_elements=["message_id", "model"]
-        )
-        conn.execute(insert, rows)
+        insert_embedding_rows(conn, store.backend, rows)
+
+
+def insert_embedding_rows(conn: Connection, backend: str, rows: list[dict[str, Any]]) -> None:
+    """Insert embedding rows (message_id, model, conversation_id, seq, dims, vector,
+    created_at); one already stored for the same message and model is kept."""
+    dialect = sqlite_dialect if backend == "sqlite" else pg_dialect
+    insert = dialect.insert(embeddings_table).on_conflict_do_nothing(
+        index_elements=["message_id", "model"]
+    )
+    conn.execute(insert, rows)
 
 
 def embeddings(

@@ -65,6 +65,7 @@ class ImportPlan:
     summaries: int
     events: int
     backend: str  # the ijson backend that reads the file
+    embeddings: int = 0
     rows: list[tuple[str, dict[str, Any]]] | None = None
 
 
@@ -362,7 +363,7 @@ class _StreamValidator(_Validator):
         self._values = 0
         self._entry = ""
         self.conversation_row: dict[str, Any] = {}
-        self.counts = {"messages": 0, "summaries": 0, "events": 0}
+        self.counts = {"messages": 0, "summaries": 0, "events": 0, "embeddings": 0}
 
     # -- building one value ------------------------------------------------------------------
     @property
@@ -418,7 +419,8 @@ class _StreamValidator(_Validator):
 
     # -- the document ------------------------------------------------------------------------
     def rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """("message" | "summary" | "event", row) for each entry, checked, in file order."""
+        """("message" | "summary" | "event" | "embedding", row) for each entry, checked, in
+        file order."""
         it = self._it
         event, value = next(it)
         if event != "start_map":
@@ -427,6 +429,7 @@ class _StreamValidator(_Validator):
         seen: set[str] = set()
         seqs: dict[int, int] = {}
         waiting: list[tuple[str, int]] = []  # summaries read before the messages
+        vectors_waiting: list[tuple[str, int]] = []  # embeddings read before the messages
         for event, key in it:
             if event == "end_map":
                 break
@@ -470,6 +473,11 @@ class _StreamValidator(_Validator):
                     if not known:
                         waiting.append((at, row["covers_seq"]))
                     yield "summary", row
+                elif key == "embeddings":
+                    row = self.embedding(at, raw, seqs if known else None)
+                    if not known:
+                        vectors_waiting.append((at, row["seq"]))
+                    yield "embedding", row
                 else:
                     yield "event", self.event(at, raw)
                 index += 1
@@ -483,6 +491,8 @@ class _StreamValidator(_Validator):
                 self.fail(key, "missing required field")
         for at, covers in waiting:
             self.covers(at, covers, seqs)
+        for at, seq in vectors_waiting:
+            self.known(at, seq, seqs)
 
     def _start(self, where: str) -> None:
         """A new entry (or top-level field) begins at ``where``: its values are counted."""

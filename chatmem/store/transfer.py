@@ -7,6 +7,7 @@ is read as a stream, so its memory is bounded by the import limits, not by the f
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -17,6 +18,7 @@ from chatmem.store.queries import (
     insert_conversation,
     insert_messages,
     require_conversation,
+    seq_chunks,
 )
 from chatmem.store.records import (
     MAX_TITLE_CHARS,
@@ -35,11 +37,13 @@ from chatmem.store.records import (
     text_problem,
 )
 from chatmem.store.schema import (
+    embeddings_table,
     events_table,
     marks_table,
     messages_table,
     summaries_table,
 )
+from chatmem.store.search import insert_embedding_rows
 from chatmem.store.stream import (
     ImportData,
     check_import,
@@ -76,6 +80,12 @@ def export_json(store: Store, cid: str) -> dict[str, Any]:
             mark_record(r)
             for r in conn.execute(sa.select(k).where(k.c.conversation_id == cid).order_by(k.c.id))
         )
+        v = embeddings_table
+        vectors = conn.execute(
+            sa.select(v.c.seq, v.c.model, v.c.vector)
+            .where(v.c.conversation_id == cid)
+            .order_by(v.c.model, v.c.seq)
+        ).all()
     return {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
@@ -124,6 +134,11 @@ def export_json(store: Store, cid: str) -> dict[str, Any]:
                 "created_at": format_time(parse_time(row.created_at)),
             }
             for row in events
+        ],
+        # float32 little-endian, base64: as stored, and a quarter of the size of numbers
+        "embeddings": [
+            {"seq": seq, "model": model, "vector": base64.b64encode(bytes(blob)).decode("ascii")}
+            for seq, model, blob in vectors
         ],
     }
 
@@ -237,6 +252,7 @@ def _write(
         messages: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
         marks: list[dict[str, Any]] = []
+        vectors: list[dict[str, Any]] = []
         for kind, row in rows:
             if kind == "message":
                 row = dict(row)
@@ -267,6 +283,13 @@ def _write(
                         }
                     )
                 )
+            elif kind == "embedding":
+                vectors.append(row)
+                if len(vectors) >= _WRITE_BATCH:
+                    if messages:  # their ids first
+                        insert_messages(conn, messages)
+                        messages = []
+                    vectors = _write_vectors(store, conn, cid, vectors, created)
             else:
                 events.append(
                     {
@@ -285,6 +308,31 @@ def _write(
             conn.execute(events_table.insert(), events)
         if marks:
             conn.execute(marks_table.insert(), marks)
+        if vectors:
+            vectors = _write_vectors(store, conn, cid, vectors, created)
+        if vectors:  # the check found every seq in the file: its messages are all written
+            raise AssertionError(f"embeddings for seqs with no message: {vectors[0]['seq']}")
         info = get_conversation(conn, cid)
     assert info is not None
     return info
+
+
+def _write_vectors(
+    store: Store, conn: sa.Connection, cid: str, vectors: list[dict[str, Any]], created: str
+) -> list[dict[str, Any]]:
+    """Insert the embeddings whose messages are written; returns the others (their messages
+    come later in the file)."""
+    m = messages_table
+    wanted = sorted({vec["seq"] for vec in vectors})
+    ids: dict[int, int] = {}
+    for chunk in seq_chunks(wanted):
+        stmt = sa.select(m.c.seq, m.c.id).where(m.c.conversation_id == cid, m.c.seq.in_(chunk))
+        ids.update((seq, message_id) for seq, message_id in conn.execute(stmt))
+    rows = [
+        {**vec, "message_id": ids[vec["seq"]], "conversation_id": cid, "created_at": created}
+        for vec in vectors
+        if vec["seq"] in ids
+    ]
+    if rows:
+        insert_embedding_rows(conn, store.backend, rows)
+    return [vec for vec in vectors if vec["seq"] not in ids]

@@ -28,7 +28,11 @@ integer of more digits than Python converts (which can crash it).
 
 from __future__ import annotations
 
+import base64
 import json
+import math
+import sys
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -69,7 +73,7 @@ MAX_ENTRY_VALUES: Final = 100_000
 """What ``Store.import_json`` reads as a file (a dict is a document already parsed)."""
 
 _TOP_FIELDS: Final = ("format", "version", "conversation", "messages")
-_TOP_OPTIONAL: Final = ("summaries", "events", "exported_at")
+_TOP_OPTIONAL: Final = ("summaries", "events", "exported_at", "embeddings")
 _CONVERSATION_FIELDS: Final = (("title",), ("id", "created_at", "updated_at", "settings", "owner"))
 _MESSAGE_FIELDS: Final = (
     ("seq", "role", "content"),
@@ -83,10 +87,15 @@ _SUMMARY_FIELDS: Final = (
     ("model", "usage", "created_at", "edited_by", "restored_from"),
 )
 _EVENT_FIELDS: Final = (("kind",), ("data", "created_at"))
+_EMBEDDING_FIELDS: Final = (("seq", "model", "vector"), ())
+MAX_IMPORT_EMBEDDINGS: Final = 1_000_000
+EMBEDDING_MAX_DIMS: Final = 16_384
+"""Longest embedding vector stored or imported (text-embedding-3-large has 3,072)."""
 _LISTS: Final = {
     "messages": MAX_IMPORT_MESSAGES,
     "summaries": MAX_IMPORT_SUMMARIES,
     "events": MAX_IMPORT_EVENTS,
+    "embeddings": MAX_IMPORT_EMBEDDINGS,
 }
 
 
@@ -96,15 +105,19 @@ class ValidImport:
     messages: list[dict[str, Any]]
     summaries: list[dict[str, Any]]
     events: list[dict[str, Any]]
+    embeddings: list[dict[str, Any]]
 
     def rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """("message" | "summary" | "event", row), as :func:`import_rows` hands them out."""
+        """("message" | "summary" | "event" | "embedding", row), as :func:`import_rows` hands
+        them out."""
         for msg in self.messages:
             yield "message", msg
         for summ in self.summaries:
             yield "summary", summ
         for ev in self.events:
             yield "event", ev
+        for vec in self.embeddings:
+            yield "embedding", vec
 
 
 def _reject_constant(name: str) -> Any:
@@ -387,6 +400,40 @@ class _Validator:
             "created_at": self.time(ev.get("created_at"), at, "created_at"),
         }
 
+    def embedding(self, at: str, raw: object, seqs: dict[int, int] | None) -> dict[str, Any]:
+        """A stored embedding: the seq of a message of the file, the model's name, and the
+        vector as base64 of float32 little-endian numbers (as ``export_json`` writes it).
+        ``seqs`` None: the messages come later in the file (checked with :meth:`known`)."""
+        vec = self.obj(raw, at, *_EMBEDDING_FIELDS)
+        seq = self.count(vec["seq"], at, "seq", minimum=1)
+        if seqs is not None:
+            self.known(at, seq, seqs)
+        model = self.text(vec["model"], at, "model", max_chars=MAX_NAME_CHARS)
+        if not model:
+            self.fail(f"{at}.model", "empty")
+        blob = b""
+        if isinstance(vec["vector"], str):
+            try:
+                blob = base64.b64decode(vec["vector"], validate=True)
+            except ValueError:
+                blob = b"?"
+        dims, odd = divmod(len(blob), 4)
+        if odd or not 0 < dims <= EMBEDDING_MAX_DIMS:
+            self.fail(
+                f"{at}.vector",
+                f"expected base64 of 1 to {EMBEDDING_MAX_DIMS:,} float32 numbers",
+            )
+        values = array("f", blob)
+        if sys.byteorder == "big":
+            values.byteswap()
+        if not all(math.isfinite(v) for v in values):
+            self.fail(f"{at}.vector", "contains NaN or infinity")
+        return {"seq": seq, "model": model, "dims": dims, "vector": blob}
+
+    def known(self, at: str, seq: int | None, seqs: dict[int, int]) -> None:
+        if seq not in seqs:
+            self.fail(f"{at}.seq", f"{seq} is not the seq of a message in the file")
+
     # -- a parsed document -------------------------------------------------------------------
     def entries(self, value: object, where: str, limit: int) -> Iterator[tuple[int, str, Any]]:
         """(index, location, item) for each entry of the list ``value`` (``where``)."""
@@ -426,4 +473,10 @@ class _Validator:
             self.event(at, raw)
             for _, at, raw in self.entries(doc.get("events", []), "events", MAX_IMPORT_EVENTS)
         ]
-        return ValidImport(conversation, messages, summaries, events)
+        embeddings = [
+            self.embedding(at, raw, seqs)
+            for _, at, raw in self.entries(
+                doc.get("embeddings", []), "embeddings", MAX_IMPORT_EMBEDDINGS
+            )
+        ]
+        return ValidImport(conversation, messages, summaries, events, embeddings)

@@ -149,8 +149,9 @@ def _recall(sess: ChatSession, events: list[Event]) -> None:
     state = "on" if bot.recall else "off (the sidebar switch)"
     st.caption(
         f"Recall is {state}. When older messages are out of the request (folded or trimmed), "
-        "the ones that share the most telling words with your message are brought back, "
-        "within a share of the budget. Score: the search's relevance (higher is closer)."
+        "the ones closest to your message (shared telling words, BM25; similar meaning, "
+        "embeddings) compete with the older recent turns for the room left after the newest "
+        "ones, up to a ceiling. Score: that relevance, recency included (higher is closer)."
     )
     lookup = MessageLookup(bot.message_at, sess.snippets)
     try:
@@ -163,7 +164,7 @@ def _recall(sess: ChatSession, events: list[Event]) -> None:
         share = int(last.budget.limit * bot.recall_share)
         st.caption(
             f"For your last message, {last.dropped_recalled} more matching older message(s) "
-            f"did not fit recall's share of the budget ({share:,} tokens)."
+            f"did not make it: below the others, or over recall's ceiling ({share:,} tokens)."
         )
     if not turns:
         st.info(
@@ -182,13 +183,15 @@ def _recall(sess: ChatSession, events: list[Event]) -> None:
                 [
                     {
                         "seq": hit.seq,
-                        "score": round(hit.score, 3),
+                        "score": round(hit.score, 4),
+                        "BM25": hit.bm25,
+                        "dense": hit.dense,
                         "matched words": ", ".join(hit.matched) or "—",
                         "snippet": hit.snippet,
                     }
                     for hit in turn.hits
                 ],
-                columns=["seq", "score", "matched words", "snippet"],
+                columns=["seq", "score", "BM25", "dense", "matched words", "snippet"],
             )
             st.dataframe(
                 frame,
@@ -196,7 +199,15 @@ def _recall(sess: ChatSession, events: list[Event]) -> None:
                 width="stretch",
                 column_config={
                     "seq": st.column_config.NumberColumn(width="small", format="%d"),
-                    "score": st.column_config.NumberColumn(width="small", format="%.3f"),
+                    "score": st.column_config.NumberColumn(width="small", format="%.4f"),
+                    "BM25": st.column_config.NumberColumn(
+                        width="small", format="%.2f", help="keyword search score (— : no match)"
+                    ),
+                    "dense": st.column_config.NumberColumn(
+                        width="small",
+                        format="%.3f",
+                        help="cosine similarity of the embeddings (— : not among the nearest)",
+                    ),
                     "matched words": st.column_config.TextColumn(width="small"),
                     "snippet": st.column_config.TextColumn(width="large"),
                 },

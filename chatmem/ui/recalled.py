@@ -25,6 +25,8 @@ class RecallHit:
     score: float
     snippet: str
     matched: tuple[str, ...] = ()  # the query words found in it: why it was recalled
+    bm25: float | None = None  # the keyword search's score (None: keywords did not find it)
+    dense: float | None = None  # cosine similarity of the embeddings (None: not found so)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,13 @@ class MessageLookup:
         return found
 
 
+def _numbers(values: object, count: int) -> list[float | None]:
+    """A stored list of optional scores, ``count`` long (None where missing or not a number)."""
+    items = values if isinstance(values, list) else []
+    out = [float(v) if isinstance(v, int | float) else None for v in items[:count]]
+    return out + [None] * (count - len(out))
+
+
 def recall_turns(
     events: Sequence[Event],
     lookup: MessageLookup,
@@ -92,6 +101,8 @@ def recall_turns(
         data = event.data
         seqs = [s for s in data.get("seqs") or [] if isinstance(s, int)]
         scores = [float(s) for s in data.get("scores") or [] if isinstance(s, int | float)]
+        bm25 = _numbers(data.get("bm25"), len(seqs))
+        dense = _numbers(data.get("dense"), len(seqs))
         for_seq = data.get("for_seq") if isinstance(data.get("for_seq"), int) else None
         asked = lookup.get(for_seq)
         query = asked[1] if asked else None
@@ -104,7 +115,7 @@ def recall_turns(
             else:
                 found = lookup.get(seq)
                 text = snippet(*found) if found else "(message not found)"
-            hits.append(RecallHit(seq, score, text, matched_terms(query, text)))
+            hits.append(RecallHit(seq, score, text, matched_terms(query, text), bm25[i], dense[i]))
         hits.sort(key=lambda h: -h.score)
         turns.append(
             RecallTurn(

@@ -83,12 +83,16 @@ def test_inspector_lists_recall_per_turn_with_seq_score_and_snippet(app: AppTest
         df.value for df in app.main.dataframe if list(df.value.columns)[:2] == ["seq", "score"]
     ]
     assert tables
+    assert all(
+        list(t.columns) == ["seq", "score", "BM25", "dense", "matched words", "snippet"]
+        for t in tables
+    )
     rows = [row for table in tables for _, row in table.iterrows()]
-    sam = [r for r in rows if r["seq"] == 1]
+    # the turn for "What is my name?": found by both searches, each with its own score
+    sam = [r for r in rows if r["seq"] == 1 and "name" in r["matched words"]]
     assert sam, rows
     assert sam[0]["snippet"] == "user: Hi, my name is Sam."
-    assert sam[0]["score"] > 0
-    assert "name" in sam[0]["matched words"]
+    assert sam[0]["score"] > 0 and sam[0]["BM25"] > 0 and 0 < sam[0]["dense"] <= 1
     # the event log lists the recalls too
     log = app.main.dataframe[-1].value
     assert "recall" in list(log["kind"])
@@ -107,12 +111,13 @@ def test_recall_turns_from_events() -> None:
             EventKind.RECALL,
             "Recalled 1",
             at=2.0,
-            data={"seqs": [1], "scores": [2.5], "for_seq": 5},
+            data={"seqs": [1], "scores": [2.5], "bm25": [3.25], "dense": [None], "for_seq": 5},
         ),
     ]
     (turn,) = recall_turns(events, lookup, None)
     assert turn.for_seq == 5 and turn.for_text == "What is my dog called?"
     (hit,) = turn.hits
     assert (hit.seq, hit.score, hit.snippet) == (1, 2.5, "user: My dog is called Rex.")
+    assert (hit.bm25, hit.dense) == (3.25, None)  # keyword search found it, embeddings did not
     assert hit.matched == ("dog", "called")
     assert matched_terms("Which castles?", "user: the Castle of São Jorge") == ("castles",)

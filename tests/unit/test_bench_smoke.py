@@ -143,10 +143,14 @@ def test_locomo_quick_scores_every_strategy(tmp_path: Path) -> None:
         for line in markdown.splitlines()
         if line.startswith("| 2,000") or line.startswith("| 4,000")
     ]
-    assert len(rows) == 4  # two budgets x (recency only, recency + recall)
-    recency, recall = data["recency only @ 4000"], data["recency + BM25 recall (20% share) @ 4000"]
-    assert 0 < recency < recall <= 1
-    assert "questions scored" in markdown and "skipped" in markdown
+    # two budgets x (recency, plain FTS5 fill, chatmem BM25, chatmem hybrid), in both tables
+    assert len(rows) == 16
+    for budget in (2000, 4000):
+        recency = data[f"recency only @ {budget}"]
+        hybrid = data[f"chatmem default (BM25 + offline e5) @ {budget}"]
+        bm25 = data[f"chatmem, BM25 only (embeddings off) @ {budget}"]
+        assert 0 < recency <= bm25 <= 1 and 0 < hybrid <= 1
+    assert "questions scored" in markdown and "held-out half" in markdown
 
 
 def test_import_measures_before_and_after(tmp_path: Path) -> None:
@@ -215,3 +219,17 @@ def test_drift_has_a_row_per_server_kind_before_and_after(tmp_path: Path) -> Non
     assert server["after"]["max_abs_drift"] == 0.0 and server["after"]["over_budget"] == 0
     assert all(ours == reported for ours, reported in server["after_checked"])
     assert server["calibrated"]["over_budget"] == 0  # calibrated by the server's counts
+
+
+def test_recall_cost_compares_bounded_and_unbounded(tmp_path: Path) -> None:
+    from bench import bench_recall_cost
+
+    markdown, data = run_script(bench_recall_cost, tmp_path, "--no-chart")
+    rows = table_rows(markdown)
+    assert list(rows) == ["100", "200"]
+    for cells in rows.values():
+        assert len(cells) == 5 and all(re.match(TIME, c) for c in cells[:4])
+    for n in (100, 200):
+        for key, _ in bench_recall_cost.METHODS:
+            assert data["cells"][f"{key}@{n}"]["median"] > 0
+    assert "under 10 ms median at 200 messages" in markdown

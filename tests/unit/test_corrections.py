@@ -59,15 +59,16 @@ def test_pinned_message_survives_a_fold_and_a_budget_cut() -> None:
 
 
 def test_excluded_message_is_never_sent_nor_recalled() -> None:
-    mem = word_memory(max_tokens=400, keep_recent=4, recall_share=0.3)
+    mem = word_memory(max_tokens=400, keep_recent=4, recall_share=0.5)
     fill(mem, 6)
     mem.add("user", "the last question")
-    candidates = [Recalled(mem.message(s).content, seq=s) for s in (3, 1)]  # best first
-    ctx = mem.context(candidates, limit=200)  # old turns are out of the window: recalled
-    assert [r.seq for r in ctx.recalled] == [3]  # room for one snippet
+    candidates = [Recalled(mem.message(s).content, seq=s, score=1.0) for s in (3, 1)]
+    ctx = mem.context(candidates, limit=150)  # old turns are out of the window: recalled
+    assert sorted(r.seq for r in ctx.recalled) == [1, 3]
     mem.excluded.add(3)
-    ctx = mem.context(candidates, limit=200)
+    ctx = mem.context(candidates, limit=150)
     assert [r.seq for r in ctx.recalled] == [1]
+    assert all("question 1 " not in t for t in sent_texts(ctx))
     ctx = mem.context(candidates)  # everything fits: still not sent
     assert all("question 1 " not in t for t in sent_texts(ctx))
     assert any("question 2 " in t for t in sent_texts(ctx))

@@ -20,12 +20,20 @@ from chatmem.embeddings import (
     DEFAULT_EMBEDDING_MODEL,
     Embedder,
     EmbeddingError,
+    LocalEmbedder,
     VectorIndex,
     normalize,
 )
 from chatmem.memory import RECALL_LABEL
 from chatmem.models import ServerAccess
-from chatmem.recall import FtsIndex, HybridRecall, StoreRecall, reciprocal_rank_fusion
+from chatmem.recall import (
+    BM25_WEIGHT,
+    DENSE_WEIGHT,
+    FtsIndex,
+    HybridRecall,
+    StoreRecall,
+    reciprocal_rank_fusion,
+)
 from chatmem.store import Store, StoreError
 from tests.fakes import embed_text, free_port
 
@@ -87,10 +95,10 @@ def sent_recall_block(fake) -> str:
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({}, None),  # the local model: BM25 only, nothing to download
-        ({"CHATMEM_EMBEDDING_MODEL": ""}, None),
-        ({"OPENAI_API_KEY": "sk-x"}, None),  # opt-in: a key alone does not turn it on
-        ({"OPENAI_BASE_URL": "http://localhost:11434/v1"}, None),
+        ({}, "local"),  # the offline model that ships with chatmem
+        ({"CHATMEM_EMBEDDING_MODEL": ""}, "local"),
+        ({"OPENAI_API_KEY": "sk-x"}, "local"),  # a key alone sends no message out to embed
+        ({"OPENAI_BASE_URL": "http://localhost:11434/v1"}, "local"),
         ({"OPENAI_API_KEY": "sk-x", "CHATMEM_EMBEDDING_MODEL": MODEL}, MODEL),
         ({"OPENAI_API_KEY": "sk-x", "CHATMEM_EMBEDDING_MODEL": "off"}, None),
         ({"OPENAI_API_KEY": "sk-x", "CHATMEM_EMBEDDING_MODEL": " OFF "}, None),
@@ -107,8 +115,9 @@ def test_embedding_model_setting(tmp_path, env: dict, expected: str | None) -> N
 def test_sessions_without_embeddings_keep_the_bm25_path(fake) -> None:
     off = Settings(base_url=fake.url, embedding_model="off")
     assert isinstance(hybrid_bot(fake, settings=off).recall_index, FtsIndex)
-    # no key and no base URL in the settings: the default is off, as before
-    assert isinstance(hybrid_bot(fake, settings=Settings()).recall_index, FtsIndex)
+    # no key and no base URL in the settings: the offline model, never a server
+    default = hybrid_bot(fake, settings=Settings()).recall_index
+    assert isinstance(default, HybridRecall) and isinstance(default.embedder, LocalEmbedder)
     with Store("sqlite://") as store:
         assert isinstance(hybrid_bot(fake, store, settings=off).recall_index, StoreRecall)
         on = hybrid_bot(fake, store).recall_index
@@ -116,7 +125,7 @@ def test_sessions_without_embeddings_keep_the_bm25_path(fake) -> None:
     assert isinstance(hybrid_bot(fake).recall_index.lexical, FtsIndex)
 
 
-def test_a_model_that_is_not_openai_compatible_never_embeds() -> None:
+def test_a_model_that_is_not_openai_compatible_embeds_offline() -> None:
     class Echo:  # a ChatModel that is not OpenAIChat (the local model is one such)
         name = label = "echo"
         context_window = 4096
@@ -125,8 +134,10 @@ def test_a_model_that_is_not_openai_compatible_never_embeds() -> None:
         def stream(self, messages, *, max_reply_tokens):  # pragma: no cover - never called
             raise AssertionError
 
-    bot = ChatMemory(model=Echo(), settings=Settings(base_url="http://127.0.0.1:9/v1"))
-    assert isinstance(bot.recall_index, FtsIndex)
+    named = Settings(base_url="http://127.0.0.1:9/v1", embedding_model=MODEL)
+    bot = ChatMemory(model=Echo(), settings=named)
+    assert isinstance(bot.recall_index, HybridRecall)
+    assert isinstance(bot.recall_index.embedder, LocalEmbedder)
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,6 +210,25 @@ def test_vector_index_numpy_and_python_agree(monkeypatch: pytest.MonkeyPatch) ->
         assert [s for s, _ in results["numpy"]] == [s for s, _ in results["python"]]
 
 
+def test_vector_search_compares_a_bounded_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the newest ``window`` vectors are compared, and those of the seqs in ``also``."""
+    rng = random.Random(3)
+    index = VectorIndex()
+    for seq in range(1, 101):
+        index.add(seq, _random_unit(rng, 32))
+    query = index.get(10)
+    assert query is not None
+    for np in {embeddings_module._np, None}:
+        monkeypatch.setattr(embeddings_module, "_np", np)
+        everything = index.search(query, limit=100, min_similarity=-1.0, window=None)
+        assert everything[0][0] == 10 and len(everything) == 100
+        recent = index.search(query, limit=100, min_similarity=-1.0, window=20)
+        assert sorted(seq for seq, _ in recent) == list(range(81, 101))
+        found = index.search(query, limit=100, min_similarity=-1.0, window=20, also=[10, 90])
+        assert found[0][0] == 10 and len(found) == 21
+        assert sorted(seq for seq, _ in found)[:2] == [10, 81]
+
+
 def test_reciprocal_rank_fusion() -> None:
     scores = reciprocal_rank_fusion([[7, 3, 9], [3, 5]])
     assert scores[3] == pytest.approx(1 / 62 + 1 / 61)
@@ -222,7 +252,8 @@ def test_hybrid_finds_what_bm25_cannot_and_ranks_agreement_first(fake) -> None:
     recall.add(11, "user", "Where is Saltwater Gypsy moored?")
     hits = recall.search("Where is Saltwater Gypsy moored?", before_seq=11)
     assert hits[0].seq == 2 and hits[0].text == f"user: {FACT}"
-    assert hits[0].score == pytest.approx(2 / 61)  # first in both rankings
+    assert hits[0].score == pytest.approx((BM25_WEIGHT + DENSE_WEIGHT) / 61)  # first in both
+    assert hits[0].bm25 is not None and hits[0].dense is not None
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 

@@ -17,9 +17,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "chatmem"
 # Lowest first. A module may import modules of its own layer or of a lower one, never of a
 # higher one. Every module of the package must be listed (a new one must be placed).
 LAYERS: list[set[str]] = [
-    {"chatmem.errors", "chatmem.events", "chatmem.text", "chatmem.redact"},
+    {"chatmem.errors", "chatmem.events", "chatmem.text", "chatmem.redact", "chatmem.framing"},
     {"chatmem.tokens", "chatmem.store"},
-    {"chatmem.config", "chatmem.memory"},
+    {"chatmem.config", "chatmem.memory", "chatmem.adaptive", "chatmem.request"},
     {"chatmem.servers", "chatmem.models", "chatmem.summarize", "chatmem.embeddings"},
     {"chatmem.recall"},
     {

@@ -29,10 +29,10 @@ def conversation(turns: int = 10, max_tokens: int = 400) -> Memory:
 def test_each_message_gets_the_mark_the_request_gives_it() -> None:
     mem = conversation()
     mem.set_summary(Summary("They talked about words.", covers_seq=6, tokens=12))
-    context = mem.context([Recalled("question 2 word", seq=3)], limit=200)
+    context = mem.context([Recalled("question 2 word", seq=3, score=1.0)], limit=280)
     marks = memory_marks(context, mem.summary, {m.seq: m.tokens for m in mem.messages})
     sent = [p.seq for p in context.parts if p.kind == "verbatim"]
-    assert sent and context.trimmed  # some unfolded messages were cut to fit 200 tokens
+    assert sent and context.trimmed  # some unfolded messages were cut to fit 280 tokens
     for m in mem.messages:
         mark = marks.of(m.seq).mark
         if m.seq in sent:

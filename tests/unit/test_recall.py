@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatmem import ChatMemory, OpenAIChat, Settings
+from chatmem import ChatMemory, OpenAIChat, Settings, recall
 from chatmem.memory import RECALL_LABEL, Memory, Recalled
 from chatmem.recall import FtsIndex, fts_query, query_terms
 from chatmem.tokens import TokenCounter
@@ -41,12 +41,29 @@ def test_fts_index_ranks_relevant_first_and_respects_before_seq() -> None:
     assert all(h.seq < 9 for h in hits)
 
 
+def test_fts_index_bounds_its_work_by_leaving_common_terms_out(monkeypatch) -> None:
+    """A term in more than COMMON_TERM messages is left out when the query has a rarer one;
+    a query of common terms alone searches only the newest RECENT_WINDOW messages."""
+    monkeypatch.setattr(recall, "COMMON_TERM", 5)
+    monkeypatch.setattr(recall, "RECENT_WINDOW", 4)
+    index = FtsIndex()
+    index.add(1, "user", "My boat Gypsy is moored at Pier 39.")
+    for seq in range(2, 21):
+        index.add(seq, "user", f"Another sunny day on the water, note {seq}.")
+    hits = index.search("Another sunny day: where is Gypsy?", before_seq=21)
+    assert [h.seq for h in hits] == [1]  # the common words would have matched 19 more
+    hits = index.search("Another sunny day", before_seq=21)
+    assert sorted(h.seq for h in hits) == [17, 18, 19, 20]
+    monkeypatch.setattr(recall, "COMMON_TERM", 100)  # nothing common: every match counts
+    assert len(index.search("Another sunny day: where is Gypsy?", before_seq=21, limit=50)) == 20
+
+
 def test_early_fact_recalled_200_turns_later(fake) -> None:
     model = OpenAIChat("gpt-4o-mini", api_key="k", base_url=fake.url, max_retries=0)
     bot = ChatMemory(
         system="You are a friendly assistant.",
         model=model,
-        settings=Settings(),
+        settings=Settings(embedding_model="off"),  # keyword search (BM25) alone
         max_tokens=800,
         keep_recent=4,
         background=False,

@@ -17,6 +17,7 @@ from chatmem.recall import RECALL_UNAVAILABLE, recall_unavailable
 from chatmem.store import Store
 from tests.unit.test_store_damage import DAMAGE, damage, failing_rebuild  # noqa: F401
 
+KEYWORDS_ONLY = Settings(embedding_model="off")  # the keyword index is what is damaged here
 FIRST = "My boat is called Seagull and she is moored at Pier Nine."
 
 
@@ -29,7 +30,7 @@ def _conversation(fake, path: Path) -> str:
     with Store(str(path)) as store:
         bot = ChatMemory(
             model=model_for(fake),
-            settings=Settings(),
+            settings=KEYWORDS_ONLY,
             store=store,
             max_tokens=600,
             keep_recent=4,
@@ -47,7 +48,7 @@ def _conversation(fake, path: Path) -> str:
 
 def _resume(fake, store: Store, cid: str) -> ChatMemory:
     return ChatMemory.resume(
-        store, cid, model=model_for(fake), settings=Settings(), background=False
+        store, cid, model=model_for(fake), settings=KEYWORDS_ONLY, background=False
     )
 
 

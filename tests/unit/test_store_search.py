@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from chatmem.store import MIGRATIONS, SCHEMA_VERSION, SearchHit, Store, StoreError, queries
+from chatmem.store import MIGRATIONS, SCHEMA_VERSION, SearchHit, Store, StoreError, queries, search
 from tests.unit.conftest import open_stores_at_once
 
 # Filler so that the words of the tests are rare in the collection (BM25 gives words found in
@@ -380,6 +380,34 @@ def captured_search(store: Store) -> Iterator[list[tuple[str, object]]]:
     sa.event.remove(store._engine, "before_cursor_execute", capture)
 
 
+def test_bounded_search_leaves_common_terms_out(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recall's search (bounded) on SQLite: a term in more than COMMON_TERM of the
+    conversation's messages is left out when the query has a rarer one, and a query of
+    common terms alone searches the newest RECENT_WINDOW messages; unbounded finds all."""
+    monkeypatch.setattr(search, "COMMON_TERM", 5)
+    monkeypatch.setattr(search, "RECENT_WINDOW", 4)
+    cid = _conversation(
+        store,
+        ["My boat Gypsy is moored at Pier 39."] + [f"A sunny day, note {i}." for i in range(19)],
+    )
+    other = _conversation(store, ["Gypsy and a sunny day"] * 3)  # not counted for cid
+    query = "sunny day: where is Gypsy?"
+    everything = store.search_messages(cid, query, before_seq=21, limit=50)
+    assert len(everything) == 20
+    bounded = store.search_messages(cid, query, before_seq=21, limit=50, bounded=True)
+    if store.backend == "sqlite":
+        assert _seqs(bounded) == [1]
+        recent = store.search_messages(cid, "sunny day", before_seq=21, limit=50, bounded=True)
+        assert sorted(_seqs(recent)) == [17, 18, 19, 20]
+        recent = store.search_messages(cid, "sunny day", limit=50, bounded=True)
+        assert sorted(_seqs(recent)) == [17, 18, 19, 20]
+    else:  # PostgreSQL searches every match
+        assert _seqs(bounded) == _seqs(everything)
+    assert len(store.search_messages(other, "sunny Gypsy", limit=50, bounded=True)) == 3
+
+
 def test_search_uses_the_index(store: Store, captured_search: list) -> None:
     """SQLite: the FTS table drives the query and messages is only read by primary key.
     PostgreSQL: the planner can answer the match from the GIN expression index (seq scans
@@ -387,7 +415,10 @@ def test_search_uses_the_index(store: Store, captured_search: list) -> None:
     cid = _conversation(store, [f"{text} {i}" for i in range(50) for text in FILLER])
     captured_search.clear()
     assert store.search_messages(cid, "plants train", before_seq=200)
-    (statement, parameters), *_ = captured_search
+    # the ranked search (on SQLite, after counting how common each term is)
+    statement, parameters = next(
+        (sql, params) for sql, params in captured_search if "bm25(" in sql or "ts_rank" in sql
+    )
     assert store._engine is not None
     with store._engine.begin() as conn:
         if store.backend == "sqlite":
