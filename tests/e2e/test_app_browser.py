@@ -37,6 +37,7 @@ MESSAGES = [
     "What about Belém? Is the tower worth the queue, and where do we get the famous custard tarts?",
 ]
 SCREENSHOT = ROOT / "docs" / "screenshot.png"
+REPLY_WAIT = 20_000  # ms: a reply ends a poll (and a rerun) after its last word
 ID_IN_URL = re.compile(r"[?&]c=([0-9a-f]{32})")
 XSS = [
     """<img src=x onerror="document.title='pwned'">""",
@@ -60,8 +61,8 @@ def send(page: Page, text: str) -> None:
     box.fill(text)
     box.press("Enter")
     expect(chat_messages(page)).to_have_count(before + 2)
+    expect(box).to_be_enabled(timeout=REPLY_WAIT)  # the reply streams on after a run ends
     wait_for_app(page)
-    expect(box).to_be_enabled()
 
 
 def gauge(page: Page) -> tuple[int, int]:
@@ -170,8 +171,7 @@ def test_input_is_disabled_while_a_reply_streams(page: Page, fake: FakeServerPro
     box.press("Enter")
     expect(box).to_be_disabled()
     expect(chat_messages(page)).to_have_count(2)
-    wait_for_app(page)
-    expect(box).to_be_enabled()
+    expect(box).to_be_enabled(timeout=REPLY_WAIT)
     expect(chat_messages(page).last).to_contain_text("You said: Tell me a long story")
 
 
@@ -181,13 +181,14 @@ def test_server_error_is_one_sentence_with_retry(page: Page, fake: FakeServerPro
     box.fill("Hi, my name is Sam.")
     box.press("Enter")
     alert = page.locator("[data-testid='stAlertContentError']")
-    expect(alert).to_contain_text("had an internal error (HTTP 500).")
+    expect(alert).to_contain_text("had an internal error (HTTP 500).", timeout=REPLY_WAIT)
     expect(chat_messages(page)).to_have_count(1)
     expect(chat_messages(page).first).to_contain_text("Hi, my name is Sam.")
     wait_for_app(page)
     page.locator(".st-key-retry button").click()
-    expect(chat_messages(page)).to_have_count(2)
     expect(chat_messages(page).last).to_contain_text("You said: Hi, my name is Sam.")
+    expect(chat_box(page)).to_be_enabled(timeout=REPLY_WAIT)
+    expect(chat_messages(page)).to_have_count(2)
     expect(alert).to_have_count(0)
     no_exceptions(page)
 
