@@ -27,4 +27,6 @@ eval "$(bash scripts/start_test_postgres.sh)"
 
 ruff check .
 ruff format --check .
-python -m pytest "$@"
+# Two workers (pytest-xdist), a test file each at a time, each with its own PostgreSQL
+# database (tests/conftest.py); the slowest tests are listed at the end.
+python -m pytest -n 2 --dist loadfile --durations=25 "$@"
