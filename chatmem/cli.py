@@ -141,8 +141,7 @@ def embed_stored(
     store: Store, settings: Settings, write: Callable[[str], object] | None = None
 ) -> int:
     """Backfill the embeddings recall uses, printing progress; returns messages embedded."""
-    from chatmem.embeddings import LOCAL_MODEL, Embedder, LocalEmbedder
-    from chatmem.recall import backfill_embeddings
+    from chatmem.embeddings import LOCAL_MODEL, Embedder, LocalEmbedder, backfill_embeddings
 
     write = write or sys.stdout.write
     name = settings.active_embedding_model

@@ -47,6 +47,12 @@ def pin_limit(memory: Memory) -> int:
     return int(memory.max_tokens * PIN_SHARE)
 
 
+CONFLICTS: Final = {  # a correction the other one rules out, by what it would change
+    "pins": "Message {seq} is left out of requests; include it again before pinning it.",
+    "excluded": "Message {seq} is pinned; unpin it before leaving it out.",
+}
+
+
 def pin_problem(memory: Memory, message: Message) -> str | None:
     """Why ``message`` cannot be pinned (the pins would pass :func:`pin_limit`), or None."""
     used = sum(p.tokens for p in memory.sent_pins() if p.seq != message.seq)
@@ -259,19 +265,25 @@ class Corrections:
             )
         return msg
 
+    def _unless_already(self, seq: int, verb: str, kind: str, on: bool) -> Message | None:
+        """Message ``seq``, read after a catch-up, or None when it already is in (``on``) or
+        out of ``memory.<kind>`` (``pins`` or ``excluded``). Raises CorrectionRefused, also
+        to pin a message left out or leave out a pinned one."""
+        self.catch_up()
+        msg = self._marked_message(seq, verb)
+        if (seq in getattr(self.memory, kind)) == on:
+            return None
+        if on and seq in getattr(self.memory, "excluded" if kind == "pins" else "pins"):
+            raise CorrectionRefused(CONFLICTS[kind].format(seq=seq))
+        return msg
+
     def pin(self, seq: int, on: bool = True) -> bool:
         """Pin message ``seq`` (sent in every request, counted in the budget), or unpin it
         with ``on=False``. Returns False when it already was so. Raises CorrectionRefused."""
         with self._lock:
-            self.catch_up()
-            mem = self.memory
-            msg = self._marked_message(seq, "pin" if on else "unpin")
-            if (seq in mem.pins) == on:
+            if (msg := self._unless_already(seq, "pin" if on else "unpin", "pins", on)) is None:
                 return False
-            if on and seq in mem.excluded:
-                raise CorrectionRefused(
-                    f"Message {seq} is left out of requests; include it again before pinning it."
-                )
+            mem = self.memory
             problem = pin_problem(mem, msg) if on else None
             if problem:
                 raise CorrectionRefused(problem)
@@ -289,13 +301,10 @@ class Corrections:
         """Leave message ``seq`` out of every request and later fold, or take it back with
         ``on=False``. Returns False when it already was so. Raises CorrectionRefused."""
         with self._lock:
-            self.catch_up()
-            mem = self.memory
-            msg = self._marked_message(seq, "leave out" if on else "include")
-            if (seq in mem.excluded) == on:
+            verb = "leave out" if on else "include"
+            if (msg := self._unless_already(seq, verb, "excluded", on)) is None:
                 return False
-            if on and seq in mem.pins:
-                raise CorrectionRefused(f"Message {seq} is pinned; unpin it before leaving it out.")
+            mem = self.memory
             newest = mem.messages[-1] if mem.messages else None
             if on and newest is not None and newest.seq == seq and newest.role == "user":
                 raise CorrectionRefused(

@@ -21,8 +21,8 @@ import operator
 import os
 import threading
 from array import array
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 try:  # optional: a matrix product instead of a Python loop (about 100 times faster)
     import numpy as _np
@@ -32,6 +32,9 @@ except ImportError:  # pragma: no cover - numpy comes with pandas
 from chatmem.config import DEFAULT_EMBEDDING_MODEL
 from chatmem.errors import EmbeddingError
 from chatmem.models import ServerAccess, describe_server, error_from_openai, openai_client
+
+if TYPE_CHECKING:
+    from chatmem.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -262,14 +265,9 @@ class LocalEmbedder:
     def __repr__(self) -> str:
         return f"LocalEmbedder(model={self.name!r})"
 
-    def embed(
-        self,
-        texts: Sequence[str],
-        *,
-        timeout: float | None = None,
-        max_retries: int | None = None,
-    ) -> list[array]:
-        """One unit vector per text, as passages (``timeout``/``max_retries``: unused)."""
+    def embed(self, texts: Sequence[str], **_server_options: float | int | None) -> list[array]:
+        """One unit vector per text, as passages (a server's ``timeout`` and ``max_retries``
+        mean nothing in-process)."""
         model, lock = _local_model("passage")
         out: list[array] = []
         for first in range(0, len(texts), self.batch_size):
@@ -363,11 +361,9 @@ class VectorIndex:
                 return []
             lo = 0 if window is None else max(0, len(self._seqs) - window)
             rows = [r for s in also if (r := self._row.get(s)) is not None and r < lo]
-            if _np is not None:
-                return self._search_numpy(query, before_seq, limit, min_similarity, lo, rows)
-            return self._search_python(query, before_seq, limit, min_similarity, lo, rows)
+            return self._scan(query, before_seq, limit, min_similarity, lo, rows)
 
-    def _search_numpy(
+    def _scan(
         self,
         query: Sequence[float],
         before_seq: int | None,
@@ -376,6 +372,12 @@ class VectorIndex:
         lo: int,
         extra: list[int],
     ) -> list[tuple[int, float]]:
+        """Rows ``lo`` on and ``extra``: the ``limit`` most similar above ``floor`` (numpy
+        when it is installed, else plain Python)."""
+        if _np is None:
+            return self._scan_python(
+                query, before_seq, limit, floor, [*extra, *range(lo, len(self._seqs))]
+            )
         assert _np is not None and self.dims is not None
         matrix = _np.frombuffer(self._flat, dtype=_np.float32).reshape(-1, self.dims)
         all_seqs = _np.frombuffer(self._seqs, dtype=_np.int64)
@@ -396,20 +398,19 @@ class VectorIndex:
         found.sort(key=lambda hit: (-hit[1], -hit[0]))
         return found
 
-    def _search_python(
+    def _scan_python(
         self,
         query: Sequence[float],
         before_seq: int | None,
         limit: int,
         floor: float,
-        lo: int,
-        extra: list[int],
+        rows: list[int],
     ) -> list[tuple[int, float]]:
         assert self.dims is not None
         dims, flat, mul = self.dims, self._flat, operator.mul
         query = list(query)
         scored = []
-        for row in [*extra, *range(lo, len(self._seqs))]:
+        for row in rows:
             seq = self._seqs[row]
             if before_seq is not None and seq >= before_seq:
                 continue
@@ -418,3 +419,34 @@ class VectorIndex:
                 scored.append((score, seq))
         best = heapq.nlargest(limit, scored)
         return [(seq, score) for score, seq in best]
+
+
+Backfill = Callable[[int, int, int], object]
+"""``progress(conversations done, of how many, messages embedded so far)``."""
+
+
+def backfill_embeddings(
+    store: Store, embedder: Embedder | LocalEmbedder, progress: Backfill | None = None
+) -> int:
+    """Embed every stored message that has no vector for ``embedder``'s model yet (messages
+    stored before embeddings were on), conversation by conversation; returns how many were
+    embedded. Raises EmbeddingError or StoreError; what was stored before stays stored."""
+    conversations = store.list_conversations(limit=10**9)
+    embedded = 0
+    for number, conv in enumerate(conversations, start=1):
+        have = {seq for seq, _ in store.embeddings(conv.id, embedder.name)}
+        after = 0
+        while page := store.messages(conv.id, after_seq=after, limit=500):
+            after = page[-1].seq
+            todo = [m for m in page if m.seq not in have and m.status == "ok"]
+            for first in range(0, len(todo), embedder.batch_size):
+                batch = todo[first : first + embedder.batch_size]
+                vectors = embedder.embed([m.content for m in batch])
+                pairs = [(m.seq, v) for m, v in zip(batch, vectors, strict=True)]
+                store.add_embeddings(conv.id, pairs, embedder.name)
+                embedded += len(batch)
+                if progress is not None:
+                    progress(number - 1, len(conversations), embedded)
+        if progress is not None:
+            progress(number, len(conversations), embedded)
+    return embedded

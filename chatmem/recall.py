@@ -224,37 +224,6 @@ def lexical_evidence(hits: Sequence[Recalled], k: int = RRF_K) -> list[Recalled]
     ]
 
 
-Backfill = Callable[[int, int, int], object]
-"""``progress(conversations done, of how many, messages embedded so far)``."""
-
-
-def backfill_embeddings(
-    store: Store, embedder: Embedder | LocalEmbedder, progress: Backfill | None = None
-) -> int:
-    """Embed every stored message that has no vector for ``embedder``'s model yet (messages
-    stored before embeddings were on), conversation by conversation; returns how many were
-    embedded. Raises EmbeddingError or StoreError; what was stored before stays stored."""
-    conversations = store.list_conversations(limit=10**9)
-    embedded = 0
-    for number, conv in enumerate(conversations, start=1):
-        have = {seq for seq, _ in store.embeddings(conv.id, embedder.name)}
-        after = 0
-        while page := store.messages(conv.id, after_seq=after, limit=500):
-            after = page[-1].seq
-            todo = [m for m in page if m.seq not in have and m.status == "ok"]
-            for first in range(0, len(todo), embedder.batch_size):
-                batch = todo[first : first + embedder.batch_size]
-                vectors = embedder.embed([m.content for m in batch])
-                pairs = [(m.seq, v) for m, v in zip(batch, vectors, strict=True)]
-                store.add_embeddings(conv.id, pairs, embedder.name)
-                embedded += len(batch)
-                if progress is not None:
-                    progress(number - 1, len(conversations), embedded)
-        if progress is not None:
-            progress(number, len(conversations), embedded)
-    return embedded
-
-
 def scores_data(recalled: Sequence[Recalled]) -> dict[str, list[float | None]]:
     """Each recalled message's scores, for the ``recall`` event: the relevance it was chosen
     by, and the keyword (BM25) and embedding (cosine) scores behind it (None: not found so)."""

@@ -406,7 +406,7 @@ class Store:
         except StoreError as exc:
             # A driver error that does not name the index (FTS5 says "SQL logic error" when
             # one of its tables is gone): the index is to blame if a part of it is missing.
-            if not isinstance(exc.__cause__, sa_exc.DBAPIError) or not self._index_broken():
+            if not isinstance(exc.__cause__, sa_exc.DBAPIError) or not search.index_broken(self):
                 raise
             damage = SearchIndexError()
             damage.__cause__ = exc.__cause__
@@ -417,48 +417,10 @@ class Store:
                 raise
             damage = SearchIndexError()
             damage.__cause__ = exc
-        repaired = self._repair_search_index(damage)
+        repaired = search.repair_index(self, damage)
         if retry and (repaired or write):
             return operation()
         raise damage
-
-    def _index_broken(self) -> bool:
-        try:
-            return search.index_parts_missing(self)
-        except StoreError:
-            return False
-
-    def _repair_search_index(self, damage: SearchIndexError) -> bool:
-        """Rebuild a damaged index: True once it works again. Attempted once per Store; if it
-        fails, the index is detached (``search.detach_index``) so writes go on."""
-        with self._repair_lock:
-            if self._repair_failed:
-                return False
-            cause = damage.__cause__
-            detail = getattr(cause, "orig", None) or cause or damage
-            if isinstance(detail, MemoryError):
-                detail = "out of memory"
-            log.warning("the full-text search index is damaged (%s); rebuilding it", detail)
-            try:
-                result = search.rebuild_index(self, None)
-            except (StoreError, MemoryError) as exc:
-                self._repair_failed = True
-                log.error(
-                    "could not rebuild the full-text search index (%s): search is off until "
-                    "`python -m chatmem --reindex` succeeds",
-                    exc,
-                )
-                try:
-                    search.detach_index(self)
-                except (StoreError, MemoryError) as detach_error:
-                    log.error("could not detach the damaged search index: %s", detach_error)
-                return False
-            log.warning(
-                "rebuilt the full-text search index: %d messages in %d conversations",
-                result.messages,
-                result.conversations,
-            )
-            return True
 
     def messages_at(self, cid: str, seqs: Iterable[int]) -> list[StoredMessage]:
         """The conversation's messages with these seqs (those that exist), oldest first."""

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 
-from chatmem.errors import StoreError
+from chatmem.errors import SearchIndexError, StoreError
 from chatmem.store.queries import require_conversation, seq_chunks
 from chatmem.store.records import (
     MAX_CONTENT_CHARS,
@@ -426,3 +426,44 @@ def embeddings(
             continue
         out.append((seq, vector))
     return out
+
+
+def index_broken(store: Store) -> bool:
+    """Whether a part of the full-text index is missing (False when that cannot be told)."""
+    try:
+        return index_parts_missing(store)
+    except StoreError:
+        return False
+
+
+def repair_index(store: Store, damage: SearchIndexError) -> bool:
+    """Rebuild a damaged index: True once it works again. Attempted once per Store; if it
+    fails, the index is detached (``search.detach_index``) so writes go on."""
+    with store._repair_lock:
+        if store._repair_failed:
+            return False
+        cause = damage.__cause__
+        detail = getattr(cause, "orig", None) or cause or damage
+        if isinstance(detail, MemoryError):
+            detail = "out of memory"
+        log.warning("the full-text search index is damaged (%s); rebuilding it", detail)
+        try:
+            result = rebuild_index(store, None)
+        except (StoreError, MemoryError) as exc:
+            store._repair_failed = True
+            log.error(
+                "could not rebuild the full-text search index (%s): search is off until "
+                "`python -m chatmem --reindex` succeeds",
+                exc,
+            )
+            try:
+                detach_index(store)
+            except (StoreError, MemoryError) as detach_error:
+                log.error("could not detach the damaged search index: %s", detach_error)
+            return False
+        log.warning(
+            "rebuilt the full-text search index: %d messages in %d conversations",
+            result.messages,
+            result.conversations,
+        )
+        return True
