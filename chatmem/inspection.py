@@ -152,11 +152,16 @@ class SessionView:
         self, context: Context | None = None, overrides: dict[int, Mark] | None = None
     ) -> MemoryMarks:
         """What the model sees of each message (the chat's marks), for ``context`` (default:
-        :meth:`next_request`). ``overrides``: marks people set (pinned, excluded)."""
+        :meth:`next_request`). ``overrides``: marks that win over the request's (default: the
+        messages people pinned or left out)."""
         with self._lock:
             context = context if context is not None else self.next_request()
-            known = {m.seq: m.tokens for m in self.memory.messages}
-            return memory_marks(context, self.memory.summary, known, overrides)
+            memory = self.memory
+            known = {m.seq: m.tokens for m in memory.messages}
+            if overrides is None:
+                overrides = dict.fromkeys(memory.pins, Mark.PINNED)
+                overrides |= dict.fromkeys(memory.excluded, Mark.EXCLUDED)
+            return memory_marks(context, memory.summary, known, overrides)
 
     def request_changes(self, context: Context | None = None) -> RequestDiff | None:
         """The next request (or ``context``) against the last one sent; None before the first

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from chatmem import ChatMemory, OpenAIChat, Settings
 from chatmem.corrections import pin_limit, pin_problem
 from chatmem.errors import CorrectionRefused, ImportValidationError
+from chatmem.marks import Mark
 from chatmem.memory import Memory, Recalled, Summary
 from chatmem.store import Store, marks_in_force
 from chatmem.tokens import TokenCounter
@@ -202,6 +203,9 @@ def test_pinned_survives_folds_and_excluded_is_never_sent_nor_summarised(
     assert "heliotrope" in chat_texts(fake)
     kinds = [(e.kind, e.data.get("seq")) for e in bot.history_events()]
     assert ("pin", 1) in kinds and ("exclude", 3) in kinds
+    marks = bot.memory_marks()  # the chat's marks show the corrections
+    assert marks.of(1).mark == Mark.PINNED and marks.of(3).mark == Mark.EXCLUDED
+    assert marks.of(2).mark != Mark.PINNED
     assert bot.exclude(3, False) and 3 not in bot.excluded_seqs()
 
 
