@@ -61,6 +61,7 @@ def test_marks_agree_with_the_next_request(folded: AppTest) -> None:
     bot = session(folded).bot
     context = bot.next_request()
     sent = {p.seq: p.tokens for p in context.parts if p.kind == "verbatim"}
+    recalled = {r.seq for r in context.recalled}
     covers = bot.current_summary.covers_seq  # type: ignore[union-attr]
     seqs = [e["seq"] for e in session(folded).transcript]
     marks = chat_marks(folded)
@@ -69,6 +70,9 @@ def test_marks_agree_with_the_next_request(folded: AppTest) -> None:
         if seq in sent:
             assert mark == Mark.SENT
             assert f"{sent[seq]:,} tokens" in tooltip  # hovering gives its tokens
+        elif seq in recalled:
+            assert mark == Mark.RECALLED
+            assert "recalled block" in tooltip
         elif seq <= covers:
             assert mark == Mark.SUMMARY
             assert "summary" in tooltip
