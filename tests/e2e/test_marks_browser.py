@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -141,10 +142,15 @@ def test_marks_agree_with_the_next_request_and_the_diff_names_a_cut(
     # the messages the chat marks as sent word for word (every message here is stored in order,
     # so a message's place in the chat is its seq)
     cells = page.locator("[data-testid='stDataFrame']").first.locator("[role='gridcell']")
-    texts = cells.all_inner_texts()
-    rows = [texts[i : i + 6] for i in range(0, len(texts), 6)]
-    table_sent = [int(row[3]) for row in rows if row[1] == "verbatim"]
     chat_sent = [i + 1 for i, m in enumerate(shown) if m == Mark.SENT.value]
+    deadline = time.monotonic() + 20
+    while True:  # the grid draws its cells a moment after the page's run has finished
+        texts = cells.all_inner_texts()
+        rows = [texts[i : i + 6] for i in range(0, len(texts), 6)]
+        table_sent = [int(row[3]) for row in rows if len(row) == 6 and row[1] == "verbatim"]
+        if table_sent == chat_sent or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(250)
     assert table_sent == chat_sent
 
     open_page(page, "Presenter", "What the bot remembers")
