@@ -307,7 +307,8 @@ class OpenAIChat:
                 "that is wrong)."
             )
         where = f" at {redact(base_url)}" if base_url else " (OpenAI)"
-        self.label = f"{model}{where}"
+        # a server serving one model answers any name with it: say which model really answers
+        self.label = f"{profile.served or model}{where}"
 
     def __repr__(self) -> str:  # never show the key
         shown = redact(self.base_url) if self.base_url else None

@@ -78,6 +78,7 @@ class ServerProfile:
     interrupts: bool = False  # a new request ends the one in progress (llama-cpp-python)
     count_prompt: Callable[[Messages], int] | None = None  # a whole request, by the server's count
     template_ok: bool = True  # the rendered template matched the server's count
+    served: str | None = None  # the model the server answers with, when not the name asked for
 
 
 _profiles: dict[tuple[str, str], ServerProfile] = {}
@@ -279,6 +280,7 @@ def _llama_cpp_python(http: _Http, model: str, fallback: TokenCounter) -> Server
         interrupts=True,
         count_prompt=(lambda messages: whole(messages, True)) if ok else None,
         template_ok=ok,
+        served=Path(str(chosen["id"])).name if chosen and chosen.get("id") != model else None,
     )
 
 

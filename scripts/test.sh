@@ -23,6 +23,7 @@ if ((${#missing[@]})); then
 fi
 
 python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+bash scripts/check_local_model.sh  # rebuilds llama-cpp-python where its build crashes here
 eval "$(bash scripts/start_test_postgres.sh)"
 
 ruff check .

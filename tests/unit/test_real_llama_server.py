@@ -76,6 +76,8 @@ def test_probe_finds_the_server_and_counts_as_it_does(server: str) -> None:
     assert model.counter.exactness == "exact (local tokenizer)"
     # the window is not published: the server's default is assumed, and the user is told
     assert model.context_window == 2048 and model.notice and "--n_ctx" in model.notice
+    # asked for "local", the server answers with the one model it serves: the label says which
+    assert model.label.startswith(f"{local_model_path().name} at http://127.0.0.1:")
     for messages in (
         [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"}],
         [
