@@ -33,7 +33,7 @@ LONG = (
 )
 
 
-TURNS = 18  # two folds or more at max_tokens 400; turn 15 is the long Norwegian one
+TURNS = 10  # two folds or more at max_tokens 400; turns 3 and 9 are the long Norwegian ones
 
 
 def turn_text(i: int) -> str:
@@ -96,7 +96,7 @@ def test_probe_finds_the_server_and_counts_as_it_does(server: str) -> None:
 
 
 @pytest.mark.timeout(2400)  # this machine's CPU evaluates a prompt at ~15 tokens/s under load
-def test_eighteen_turns_stay_within_max_tokens_by_the_servers_count(server: str) -> None:
+def test_ten_turns_stay_within_max_tokens_by_the_servers_count(server: str) -> None:
     bot = make_bot(server, window=N_CTX, max_tokens=400, keep_recent=4, reply_reserve=16)
     sent: list[list[dict[str, Any]]] = []
     for i in range(TURNS):
@@ -104,7 +104,7 @@ def test_eighteen_turns_stay_within_max_tokens_by_the_servers_count(server: str)
         assert bot.last_context is not None
         sent.append(bot.last_context.messages)
     bot.close()
-    assert any(e.kind == "fold" for e in bot.events)
+    assert len([e for e in bot.events if e.kind == "fold"]) >= 2
     chat = [s for s in bot.stats if s.kind == "chat"]
     assert len(chat) == TURNS
     # usage recorded though the server's streams carry none: the whole request counted
@@ -114,7 +114,7 @@ def test_eighteen_turns_stay_within_max_tokens_by_the_servers_count(server: str)
     assert max(s.prompt_estimate for s in chat) <= 400
     assert max(s.prompt_estimate for s in chat) > 300  # the budget was really used
     # the server's own count (a real call each) of the largest requests and a Norwegian one
-    largest = [*sorted(range(TURNS), key=lambda i: chat[i].prompt_estimate)[-3:], 15]
+    largest = [*sorted(range(TURNS), key=lambda i: chat[i].prompt_estimate)[-3:], 9]
     for i in largest:
         assert server_prompt_tokens(server, sent[i]) == chat[i].prompt_estimate <= 400
 
