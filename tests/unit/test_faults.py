@@ -97,9 +97,9 @@ def test_summarizer_failing_many_turns_in_a_row(fake) -> None:
 
 
 def test_local_model_missing_says_how_to_fix(monkeypatch) -> None:
-    import chatmem.models as models
+    import chatmem.local as local
 
-    monkeypatch.setattr(models.importlib_util, "find_spec", lambda name: None)
+    monkeypatch.setattr(local.importlib_util, "find_spec", lambda name: None)
     with pytest.raises(ModelError) as info:
         LocalChat()
     msg = info.value.user_message

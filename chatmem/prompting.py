@@ -1,0 +1,226 @@
+"""How the bundled (or any local GGUF) model is prompted, and the guard that ends a looping reply.
+
+The prompt is rendered here, as text, from the model's real chat template:
+
+1. the GGUF's ``tokenizer.chat_template`` when it has one (rendered with Jinja in a sandbox, as
+   llama-cpp-python's ``Jinja2ChatFormatter`` does);
+2. else its family's format, known by a marker token in its vocabulary (ChatML's
+   ``<|im_start|>``, Llama 3's ``<|start_header_id|>``, Gemma's ``<start_of_turn>``);
+3. else a plain "Role: text" format with ONE system message holding the system prompt and every
+   recap and recalled block (:func:`arrange` merges them), so no template can drop the memory.
+
+Pure: no model is loaded here; :mod:`chatmem.local` tokenizes and generates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatmem.framing import RECALL_LABEL, SUMMARY_LABEL
+from chatmem.servers import CHATML_TEMPLATE, render_template
+from chatmem.tokens import content_text
+
+Messages = Sequence[Mapping[str, Any]]
+
+# Family formats: (marker token, name, template, end-of-turn and new-role stop strings).
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
+    "'<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
+    "{% endif %}"
+)
+# Gemma has no system role: a system message is sent as a user turn of its own.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{{ '<start_of_turn>' + "
+    "('model' if message['role'] == 'assistant' else 'user') + '\n' + message['content'] + "
+    "'<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}"
+    "{% endif %}"
+)
+FAMILIES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("<|im_start|>", "ChatML", CHATML_TEMPLATE, ("<|im_end|>", "<|im_start|>")),
+    (
+        "<|start_header_id|>",
+        "Llama 3",
+        LLAMA3_TEMPLATE,
+        ("<|eot_id|>", "<|start_header_id|>", "<|end_of_text|>"),
+    ),
+    ("<start_of_turn>", "Gemma", GEMMA_TEMPLATE, ("<end_of_turn>", "<start_of_turn>")),
+)
+PLAIN_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{{ message['role'] | capitalize }}: "
+    "{{ message['content'] }}\n\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+PLAIN_STOPS = ("\nUser:", "\nSystem:", "\nAssistant:")
+MEMORY_SEPARATOR = "\n\n"
+
+
+def is_memory(message: Mapping[str, Any]) -> bool:
+    """A recap or recalled block (see :mod:`chatmem.framing`), whatever role it is sent with."""
+    text = content_text(message.get("content"))
+    return text.startswith((SUMMARY_LABEL, RECALL_LABEL))
+
+
+def arrange(messages: Messages) -> list[dict[str, Any]]:
+    """One system message first, holding the system prompt(s) and every recap and recalled
+    block in their order; then the conversation. Each block is appended after a blank line,
+    so its cost in tokens does not depend on what precedes it."""
+    system = ""
+    rest: list[dict[str, Any]] = []
+    merged = False
+    for message in messages:
+        text = content_text(message.get("content"))
+        if message.get("role") == "system" and not merged:
+            system, merged = text, True
+        elif message.get("role") == "system" or is_memory(message):
+            system += MEMORY_SEPARATOR + text
+        else:
+            rest.append({"role": str(message.get("role", "user")), "content": text})
+    return [{"role": "system", "content": system}, *rest]
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How one model's prompt is rendered: its template, stop strings, and whether recap and
+    recalled blocks go into the system message (always so for the plain fallback)."""
+
+    name: str  # "the GGUF's chat template", "ChatML", ..., "plain"
+    template: str
+    stops: tuple[str, ...]
+    merge_memory: bool = False
+    bos: str = ""
+    eos: str = ""
+    _render: Callable[[Messages, bool], str] | None = field(default=None, compare=False)
+
+    def render(self, messages: Messages, add_generation_prompt: bool = True) -> str:
+        """The prompt text for ``messages`` (with the reply's opening when asked)."""
+        render = self._render or render_template(self.template, self.bos, self.eos)
+        object.__setattr__(self, "_render", render)  # compile once
+        plain = [
+            {"role": str(m.get("role", "user")), "content": content_text(m.get("content"))}
+            for m in messages
+        ]
+        return render(arrange(plain) if self.merge_memory else plain, add_generation_prompt)
+
+
+def choose_format(
+    metadata: Mapping[str, Any],
+    is_special: Callable[[str], bool],
+    *,
+    bos: str = "",
+    eos: str = "",
+    memory_in_system: bool = False,
+) -> PromptFormat:
+    """The format for a GGUF: its own template, else its family's, else the plain one.
+
+    ``is_special(text)``: the text is one special token of the model's vocabulary.
+    ``memory_in_system``: merge recap and recalled blocks into the system message with a real
+    template too (the plain format always does).
+    """
+    template = metadata.get("tokenizer.chat_template")
+    if isinstance(template, str) and template.strip():
+        stops = [eos] if eos else []
+        for marker, _, _, family_stops in FAMILIES:
+            if marker in template:
+                stops += [s for s in family_stops if s in template and s not in stops]
+        return PromptFormat(
+            "the GGUF's chat template", template, tuple(stops), memory_in_system, bos, eos
+        )
+    for marker, name, family_template, family_stops in FAMILIES:
+        if is_special(marker):
+            return PromptFormat(name, family_template, family_stops, memory_in_system, bos, eos)
+    return PromptFormat("plain", PLAIN_TEMPLATE, PLAIN_STOPS, True, bos, eos)
+
+
+# --------------------------------------------------------------------------------------
+# Ending a reply that repeats itself
+# --------------------------------------------------------------------------------------
+MAX_UNIT_WORDS = 40  # the longest repeated stretch looked for, in words
+_WORD = re.compile(r"\S+")
+_PUNCT = re.compile(r"[^\w]+")
+
+
+def _copies_needed(unit: int) -> int:
+    """A one to three word stretch must come three times in a row ("eh, eh, eh"); a longer one
+    twice (a sentence said twice over is already a loop)."""
+    return 3 if unit < 4 else 2
+
+
+class LoopGuard:
+    """Follows a streamed reply word by word and ends it once a stretch of words repeats
+    itself back to back; the reply keeps its text up to the first repeat.
+
+    :meth:`feed` takes the next chunk and returns the text safe to show now: text that may be
+    the start of a repeat is held back until it proves not to be. :meth:`finish` returns the
+    rest. ``looped`` tells whether the guard cut the reply (then stop generating).
+    """
+
+    def __init__(self, max_unit: int = MAX_UNIT_WORDS) -> None:
+        self._text = ""
+        self._spans: list[tuple[int, int]] = []  # complete words: (start, end) in the text
+        self._keys: list[str] = []  # each word, lowercased, without punctuation
+        self._shown = 0  # characters of the text already returned
+        self._max_unit = max_unit
+        self.looped = False
+        self.cut_at: int | None = None  # where the reply was cut, in characters
+
+    @property
+    def text(self) -> str:
+        """The reply as kept so far (cut at the loop, when there was one)."""
+        return self._text if self.cut_at is None else self._text[: self.cut_at]
+
+    def feed(self, chunk: str) -> str:
+        if self.looped:
+            return ""
+        self._text += chunk
+        start = self._spans[-1][1] if self._spans else 0
+        for match in _WORD.finditer(self._text, start):
+            if match.end() == len(self._text):
+                break  # the last word may go on in the next chunk
+            self._spans.append((match.start(), match.end()))
+            self._keys.append(_PUNCT.sub("", match.group().lower()) or match.group())
+            if self._check_loop():
+                return self._release(self.cut_at or 0)
+        return self._release(self._hold_from())
+
+    def finish(self) -> str:
+        """The text still held back, once the stream has ended."""
+        if self.looped:
+            return ""
+        return self._release(len(self._text))
+
+    def _release(self, upto: int) -> str:
+        upto = max(upto, self._shown)
+        out = self._text[self._shown : upto]
+        self._shown = upto
+        return out
+
+    def _run(self, unit: int) -> int:
+        """How many words at the end repeat the word ``unit`` places before them."""
+        keys, n = self._keys, 0
+        while n + unit < len(keys) and keys[-1 - n] == keys[-1 - n - unit]:
+            n += 1
+        return n
+
+    def _check_loop(self) -> bool:
+        for unit in range(1, min(self._max_unit, len(self._keys) // 2) + 1):
+            if self._run(unit) >= unit * (_copies_needed(unit) - 1):
+                # the repeated stretch starts ``unit`` words before the repeats: keep it once
+                first_repeat = len(self._keys) - unit * (_copies_needed(unit) - 1)
+                cut = self._spans[first_repeat][0]
+                self.cut_at = len(self._text[:cut].rstrip(" \t\n,;:-"))
+                self.looped = True
+                return True
+        return False
+
+    def _hold_from(self) -> int:
+        """Where the text that may be turning into a loop begins (the unfinished last word
+        at the latest): the first repeated word of any repeat run at the end."""
+        hold = self._spans[-1][1] if self._spans else 0
+        for unit in range(1, min(self._max_unit, len(self._keys) // 2) + 1):
+            run = self._run(unit)
+            if run:
+                hold = min(hold, self._spans[len(self._keys) - run][0])
+        return hold
