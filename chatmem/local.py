@@ -107,8 +107,11 @@ def _load_llama(path: Path, n_ctx: int) -> Any:
         return _local_llm[key]
 
 
-def prompt_format_of(llm: Any, *, memory_in_system: bool = MEMORY_IN_SYSTEM) -> PromptFormat:
-    """The prompt format of a loaded GGUF (see :func:`chatmem.prompting.choose_format`)."""
+def prompt_format_of(
+    llm: Any, *, memory_in_system: bool = MEMORY_IN_SYSTEM, own_template: bool = True
+) -> PromptFormat:
+    """The prompt format of a loaded GGUF (see :func:`chatmem.prompting.choose_format`);
+    ``own_template=False`` ignores the template the GGUF carries."""
 
     def piece(token: int) -> str:
         if token < 0:
@@ -120,7 +123,7 @@ def prompt_format_of(llm: Any, *, memory_in_system: bool = MEMORY_IN_SYSTEM) -> 
         return len(ids) == 1 and piece(ids[0]) == text
 
     return choose_format(
-        llm.metadata,
+        llm.metadata if own_template else {},
         is_special,
         bos=piece(llm.token_bos()),
         eos=piece(llm.token_eos()),
@@ -142,6 +145,7 @@ class LocalChat:
         context_window: int = LOCAL_CONTEXT_WINDOW,
         sampling: Mapping[str, Any] | None = None,
         memory_in_system: bool = MEMORY_IN_SYSTEM,
+        prompt_format: PromptFormat | None = None,
     ) -> None:
         self.path = local_model_path(path)
         bundled = self.path.name == LOCAL_MODEL_FILE
@@ -153,7 +157,9 @@ class LocalChat:
         self._llm = _load_llama(self.path, context_window)
         self._run_lock = threading.Lock()  # one generation at a time: llama.cpp is not reentrant
         self.sampling = {**SAMPLING, **(sampling or {})}
-        self.format = prompt_format_of(self._llm, memory_in_system=memory_in_system)
+        self.format = prompt_format or prompt_format_of(
+            self._llm, memory_in_system=memory_in_system
+        )
         self.last_prompt: str | None = None  # the text the model received on the last call
         llm = self._llm
         self._add_bos = bool(llm._model.add_bos_token()) and llm.token_bos() >= 0

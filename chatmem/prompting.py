@@ -21,6 +21,7 @@ from typing import Any
 
 from chatmem.framing import RECALL_LABEL, SUMMARY_LABEL
 from chatmem.servers import CHATML_TEMPLATE, render_template
+from chatmem.text import clean_text
 from chatmem.tokens import content_text
 
 Messages = Sequence[Mapping[str, Any]]
@@ -99,7 +100,10 @@ class PromptFormat:
         render = self._render or render_template(self.template, self.bos, self.eos)
         object.__setattr__(self, "_render", render)  # compile once
         plain = [
-            {"role": str(m.get("role", "user")), "content": content_text(m.get("content"))}
+            {
+                "role": str(m.get("role", "user")),
+                "content": clean_text(content_text(m.get("content"))),
+            }
             for m in messages
         ]
         return render(arrange(plain) if self.merge_memory else plain, add_generation_prompt)
@@ -204,23 +208,28 @@ class LoopGuard:
             n += 1
         return n
 
+    def _units(self) -> range:
+        return range(1, min(self._max_unit, len(self._keys) - 1) + 1)
+
+    def _kept_until(self, word: int) -> int:
+        """Where the text before word number ``word`` ends (after the word before it)."""
+        return self._spans[word - 1][1] if word > 0 else 0
+
     def _check_loop(self) -> bool:
-        for unit in range(1, min(self._max_unit, len(self._keys) // 2) + 1):
+        for unit in self._units():
             if self._run(unit) >= unit * (_copies_needed(unit) - 1):
-                # the repeated stretch starts ``unit`` words before the repeats: keep it once
-                first_repeat = len(self._keys) - unit * (_copies_needed(unit) - 1)
-                cut = self._spans[first_repeat][0]
-                self.cut_at = len(self._text[:cut].rstrip(" \t\n,;:-"))
+                # the repeated stretch comes ``unit`` words before the repeats: keep it once
+                self.cut_at = self._kept_until(len(self._keys) - unit * (_copies_needed(unit) - 1))
                 self.looped = True
                 return True
         return False
 
     def _hold_from(self) -> int:
         """Where the text that may be turning into a loop begins (the unfinished last word
-        at the latest): the first repeated word of any repeat run at the end."""
+        at the latest): before the first repeated word of any repeat run at the end."""
         hold = self._spans[-1][1] if self._spans else 0
-        for unit in range(1, min(self._max_unit, len(self._keys) // 2) + 1):
+        for unit in self._units():
             run = self._run(unit)
             if run:
-                hold = min(hold, self._spans[len(self._keys) - run][0])
+                hold = min(hold, self._kept_until(len(self._keys) - run))
         return hold

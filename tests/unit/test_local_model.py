@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 
 from chatmem import ChatMemory, LocalChat, ModelError, Settings
+from chatmem.framing import memory_message, recall_block, summary_block
+from chatmem.local import prompt_format_of
 from chatmem.models import local_model_path
+from chatmem.prompting import PromptFormat, choose_format
 
 pytestmark = pytest.mark.slow
 
@@ -56,3 +59,68 @@ def test_no_key_means_local_model(monkeypatch, tmp_path) -> None:
 def test_missing_model_file_is_a_clear_message() -> None:
     with pytest.raises(ModelError, match="does not exist"):
         LocalChat("/nonexistent/model.gguf")
+
+
+def memory_request() -> list[dict[str, str]]:
+    """A request as chatmem builds one after a fold: system, recap, recalled, recent turns."""
+    return [
+        {"role": "system", "content": "You are a friendly assistant. Be concise."},
+        memory_message(summary_block("The user is Sam from Bergen; the budget is 2000 euros.")),
+        memory_message(recall_block(["I fly to Lisbon on 14 March.", "  Ærlig talt, 5 € \n"])),
+        {"role": "user", "content": "Hello again."},
+        {"role": "assistant", "content": "Hi! How can I help?"},
+        {"role": "user", "content": "What is my name?"},
+    ]
+
+
+def formats(local: LocalChat) -> dict[str, PromptFormat]:
+    """Every way a GGUF can be prompted, on the bundled model's own vocabulary."""
+    return {
+        "gguf": local.format,
+        "gguf, memory in system": prompt_format_of(local._llm, memory_in_system=True),
+        "family": prompt_format_of(local._llm, own_template=False),
+        "plain": choose_format({}, lambda text: False),
+    }
+
+
+def test_the_bundled_model_is_prompted_with_its_own_template(local: LocalChat) -> None:
+    assert local.format.name == "the GGUF's chat template"
+    assert prompt_format_of(local._llm, own_template=False).name == "ChatML"  # by its vocabulary
+    assert LocalChat.summarizes_by_rules is True
+
+
+@pytest.mark.parametrize("kind", ["gguf", "gguf, memory in system", "family", "plain"])
+def test_the_prompt_received_holds_the_memory_and_is_counted_exactly(
+    local: LocalChat, kind: str
+) -> None:
+    chat = LocalChat(prompt_format=formats(local)[kind])
+    messages = memory_request()
+    stream = chat.stream(messages, max_reply_tokens=8)
+    stream.read()
+    prompt = chat.last_prompt
+    assert prompt is not None
+    for fact in ("Sam from Bergen", "2000 euros", "Lisbon on 14 March", "What is my name?"):
+        assert fact in prompt
+    ids = local._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+    assert stream.usage is not None and stream.usage.prompt_tokens == len(ids)
+    for n in (1, 2, 3, 4, 6):  # counted message by message, reply priming included
+        part = messages[:n]
+        rendered = chat.format.render(part)
+        assert chat.counter.messages(part) == len(
+            local._llm.tokenize(rendered.encode("utf-8"), add_bos=False, special=True)
+        ), (kind, n)
+
+
+def test_the_local_model_remembers_the_name_from_the_chat(local: LocalChat) -> None:
+    bot = ChatMemory(
+        system="You are a friendly assistant. Be concise.",
+        max_tokens=1024,
+        model=local,
+        settings=Settings(),
+        reply_reserve=48,
+        background=False,
+    )
+    bot.ask("Hi! My name is Sam. I live in Oslo.")
+    answer = bot.ask("What is my name?")
+    assert "Sam" in answer
+    assert "Sam" in local.last_prompt and local.last_prompt.endswith("<|im_start|>assistant\n")

@@ -1,0 +1,190 @@
+"""The local model's prompt formats and the guard that cuts a looping reply (no model loaded)."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatmem.framing import memory_message, recall_block, summary_block
+from chatmem.prompting import (
+    GEMMA_TEMPLATE,
+    PLAIN_STOPS,
+    LoopGuard,
+    arrange,
+    choose_format,
+)
+from chatmem.servers import CHATML_TEMPLATE
+
+SMOLLM2_TEMPLATE = (  # as the bundled GGUF carries it
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+    "Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + "
+    "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# A template that keeps only the first system message (as llama-2-style formats do): the
+# memory must still reach the model, so here it has to be merged into that message.
+FIRST_SYSTEM_ONLY = (
+    "{% for message in messages %}{% if message['role'] == 'system' %}{% if loop.first %}"
+    "<<SYS>>{{ message['content'] }}<</SYS>>\n{% endif %}{% else %}[{{ message['role'] }}] "
+    "{{ message['content'] }}\n{% endif %}{% endfor %}{% if add_generation_prompt %}"
+    "[assistant] {% endif %}"
+)
+
+
+def request() -> list[dict[str, str]]:
+    """A request as chatmem sends it: system, recap, recalled, recent turns."""
+    return [
+        {"role": "system", "content": "You are a friendly assistant. Be concise."},
+        memory_message(summary_block("The user is Sam; budget 2000 euros.")),
+        memory_message(recall_block(["I fly to Lisbon on 14 March."])),
+        {"role": "user", "content": "Hello again."},
+        {"role": "assistant", "content": "Hi! How can I help?"},
+        {"role": "user", "content": "What is my name?"},
+    ]
+
+
+def no_special(text: str) -> bool:
+    return False
+
+
+def assert_memory_in(prompt: str) -> None:
+    for fact in ("Sam", "2000 euros", "Lisbon on 14 March", "What is my name?"):
+        assert fact in prompt
+
+
+def test_the_gguf_template_comes_first_and_receives_the_memory() -> None:
+    fmt = choose_format(
+        {"tokenizer.chat_template": SMOLLM2_TEMPLATE}, lambda t: True, eos="<|im_end|>"
+    )
+    assert fmt.name == "the GGUF's chat template"
+    assert fmt.stops == ("<|im_end|>", "<|im_start|>")
+    prompt = fmt.render(request())
+    assert_memory_in(prompt)
+    assert prompt.count("<|im_start|>user\n") == 4  # recap and recalled as user turns
+    assert prompt.endswith("What is my name?<|im_end|>\n<|im_start|>assistant\n")
+    assert "named SmolLM" not in prompt  # the system prompt was given, so no default one
+
+
+def test_a_template_that_drops_later_system_messages_still_gets_the_memory_when_merged() -> None:
+    meta = {"tokenizer.chat_template": FIRST_SYSTEM_ONLY}
+    messages = [request()[0], {"role": "system", "content": "Sam likes tea."}, request()[-1]]
+    assert "Sam likes tea" not in choose_format(meta, no_special).render(messages)
+    merged = choose_format(meta, no_special, memory_in_system=True).render(messages)
+    assert merged.startswith("<<SYS>>You are a friendly assistant. Be concise.\n\nSam likes tea.")
+    assert_memory_in(choose_format(meta, no_special, memory_in_system=True).render(request()))
+
+
+@pytest.mark.parametrize(
+    ("marker", "family", "opening", "reply_opening"),
+    [
+        ("<|im_start|>", "ChatML", "<|im_start|>system\n", "<|im_start|>assistant\n"),
+        (
+            "<|start_header_id|>",
+            "Llama 3",
+            "<s><|start_header_id|>system<|end_header_id|>\n\n",
+            "<|start_header_id|>assistant<|end_header_id|>\n\n",
+        ),
+        ("<start_of_turn>", "Gemma", "<s><start_of_turn>user\n", "<start_of_turn>model\n"),
+    ],
+)
+def test_without_a_template_the_family_format_is_known_by_its_marker_token(
+    marker: str, family: str, opening: str, reply_opening: str
+) -> None:
+    fmt = choose_format({}, lambda text: text == marker, bos="<s>")
+    assert fmt.name == family
+    prompt = fmt.render(request())
+    assert prompt.startswith(opening)
+    assert prompt.endswith(reply_opening)
+    assert_memory_in(prompt)
+    assert prompt.count(fmt.stops[0]) == len(request())  # the end of turn it writes stops a reply
+
+
+def test_without_template_or_family_one_system_message_holds_the_memory() -> None:
+    fmt = choose_format({"tokenizer.chat_template": "  "}, no_special)
+    assert fmt.name == "plain" and fmt.merge_memory and fmt.stops == PLAIN_STOPS
+    prompt = fmt.render(request())
+    system, _, conversation = prompt.partition("\n\nUser: ")
+    assert system.startswith("System: You are a friendly assistant. Be concise.")
+    assert "Sam" in system and "2000 euros" in system and "Lisbon on 14 March" in system
+    assert prompt.count("System:") == 1
+    assert conversation.startswith("Hello again.")
+    assert prompt.endswith("User: What is my name?\n\nAssistant:")
+
+
+def test_arrange_merges_system_and_memory_in_order_and_keeps_the_turns() -> None:
+    out = arrange(request())
+    assert [m["role"] for m in out] == ["system", "user", "assistant", "user"]
+    system = out[0]["content"]
+    assert system.index("Be concise.") < system.index("<recap>") < system.index("<recalled>")
+    assert arrange([{"role": "user", "content": "hi"}]) == [
+        {"role": "system", "content": ""},
+        {"role": "user", "content": "hi"},
+    ]
+
+
+def test_gemma_has_no_system_role() -> None:
+    prompt = choose_format({"tokenizer.chat_template": GEMMA_TEMPLATE}, no_special).render(
+        request()[:1]
+    )
+    assert "system" not in prompt and prompt.startswith("<start_of_turn>user\n")
+
+
+def test_chatml_template_is_shared_with_the_server_probe() -> None:
+    assert choose_format({}, lambda t: t == "<|im_start|>").template == CHATML_TEMPLATE
+
+
+# --------------------------------------------------------------------------------------
+# The loop guard
+# --------------------------------------------------------------------------------------
+def stream_through(guard: LoopGuard, text: str, size: int = 3) -> str:
+    shown = ""
+    for i in range(0, len(text), size):
+        shown += guard.feed(text[i : i + size])
+        if guard.looped:
+            return shown
+    return shown + guard.finish()
+
+
+def test_a_looping_eh_eh_eh_is_cut() -> None:
+    guard = LoopGuard()
+    shown = stream_through(guard, "Eh, eh, eh, eh, eh, eh, eh, eh, eh, eh, eh, eh, eh")
+    assert guard.looped
+    assert shown == "Eh," == guard.text
+
+
+def test_a_looping_sua_sua_sua_is_cut_after_the_text_before_it() -> None:
+    guard = LoopGuard()
+    shown = stream_through(guard, "Nossa sua sua sua sua sua sua sua sua sua sua sua", size=2)
+    assert guard.looped and shown == "Nossa sua"
+
+
+def test_a_sentence_said_twice_over_is_cut() -> None:
+    guard = LoopGuard()
+    text = "Your name is Sam. I can help you plan a trip to Lisbon. " * 5
+    shown = stream_through(guard, text)
+    assert guard.looped
+    assert shown == "Your name is Sam. I can help you plan a trip to Lisbon."
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "Your name is Sam, and you told me your budget is 2000 euros for the trip in March.",
+        "Sure! Here are three ideas:\n- a walk by the river\n- a museum\n- a boat trip\nEnjoy!",
+        "It is very, very cold in Oslo in January. Pack a warm coat, a hat and gloves.",
+        "1, 2, 3, 4, 5. That is five numbers.",
+    ],
+)
+def test_an_ordinary_reply_passes_whole(reply: str) -> None:
+    for size in (1, 4, 50):
+        guard = LoopGuard()
+        assert stream_through(guard, reply, size) == reply
+        assert not guard.looped
+
+
+def test_text_that_may_start_a_loop_is_held_back_until_it_does_not() -> None:
+    guard = LoopGuard()
+    assert guard.feed("I said no no ") == "I said no"
+    assert guard.feed("way. ") == " no way."
+    assert guard.finish() == " "
+    assert not guard.looped
