@@ -44,6 +44,11 @@ MEMORY_SYSTEM = (
     "You are a friendly assistant. Be concise. Use what the user told you earlier in this "
     "conversation, and the recap, to answer."
 )
+ABOUT_USER_SYSTEM = (
+    "You are a friendly assistant. Be concise. Remember what the user tells you about "
+    "themselves (their name, plans, numbers) and use it when they ask."
+)
+SMOLLM_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face."
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
     "rp1.0": {"sampling": {"repeat_penalty": 1.0}},
@@ -52,6 +57,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "memory-in-system": {"memory_in_system": True},
     "system-wording": {"system": MEMORY_SYSTEM},
     "system-wording+memory-in-system": {"system": MEMORY_SYSTEM, "memory_in_system": True},
+    "rp1.0+about-user": {"sampling": {"repeat_penalty": 1.0}, "system": ABOUT_USER_SYSTEM},
+    "rp1.0+smollm-system": {"sampling": {"repeat_penalty": 1.0}, "system": SMOLLM_SYSTEM},
+    "rp1.0+memory-in-system": {"sampling": {"repeat_penalty": 1.0}, "memory_in_system": True},
+    "rp1.0+temp0": {"sampling": {"repeat_penalty": 1.0, "temperature": 0.0}},
+    "rp1.0+helpful": {
+        "sampling": {"repeat_penalty": 1.0},
+        "system": "You are a helpful assistant.",
+    },
+    "rp1.0+talking-with-user": {
+        "sampling": {"repeat_penalty": 1.0},
+        "system": "You are a friendly assistant talking with a user. Be concise.",
+    },
+    "rp1.0+ng0": {"sampling": {"repeat_penalty": 1.0, "no_repeat_ngram": 0}},
+    "rp1.2+ng0": {"sampling": {"repeat_penalty": 1.2, "no_repeat_ngram": 0}},
+    "rp1.0+top_k20": {"sampling": {"repeat_penalty": 1.0, "top_k": 20}},
 }
 
 
@@ -91,12 +111,14 @@ def run_variant(name: str, seeds: int, show: bool) -> tuple[int, int, int, int, 
         model = LocalChat(sampling=sampling, memory_in_system=spec.get("memory_in_system", False))
         for intro in INTRODUCTIONS:
             ok, answer = chat_case(model, system, intro)
+            looped += model.last_looped
             chat_ok += ok
             chat_n += 1
             if show and not ok:
                 print(f"   [{name} seed {seed}] chat miss: {intro!r} -> {answer!r}")
         for question, expect in RECAP_QUESTIONS:
             ok, answer = recap_case(model, system, question, expect)
+            looped += model.last_looped
             recap_ok += ok
             recap_n += 1
             if show and not ok:
@@ -144,13 +166,16 @@ def main() -> None:
     parser.add_argument("--no-ttft", action="store_true")
     args = parser.parse_args()
     print(f"sampling: {SAMPLING}")
-    print("| variant | chat: name recalled | recap: fact used | time |")
-    print("|---|---|---|---|")
+    print("| variant | chat: name recalled | recap: fact used | last replies cut (loop) | time |")
+    print("|---|---|---|---|---|")
     for name in args.variants.split(","):
         start = time.perf_counter()
-        chat_ok, chat_n, recap_ok, recap_n, _ = run_variant(name, args.seeds, args.show)
+        chat_ok, chat_n, recap_ok, recap_n, looped = run_variant(name, args.seeds, args.show)
         took = time.perf_counter() - start
-        print(f"| {name} | {chat_ok}/{chat_n} | {recap_ok}/{recap_n} | {took:.0f} s |", flush=True)
+        print(
+            f"| {name} | {chat_ok}/{chat_n} | {recap_ok}/{recap_n} | {looped} | {took:.0f} s |",
+            flush=True,
+        )
     if not args.no_ttft:
         warm, cold, tokens = prefix_reuse()
         print(

@@ -21,9 +21,9 @@ from typing import Any
 
 from chatmem.errors import ModelError
 from chatmem.models import ReplyStream, Usage
-from chatmem.prompting import LoopGuard, Messages, PromptFormat, choose_format
+from chatmem.prompting import LoopGuard, Messages, NoRepeatNgrams, PromptFormat, choose_format
 from chatmem.servers import template_counter
-from chatmem.tokens import TokenCounter
+from chatmem.tokens import TokenCounter, content_text
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +31,20 @@ LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct"
 LOCAL_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LOCAL_CONTEXT_WINDOW = 4096
 
-# Sampling for a small model: without a repeat penalty SmolLM2-135M falls into "Eh, eh, eh"
-# loops; a low temperature and a fixed seed keep its answers steady from run to run.
+# Sampling for a small model: a low temperature, top-k/top-p and a fixed seed keep its answers
+# steady. No repeat penalty: on SmolLM2-135M it cost recall (the name asked back 15/24 with 1.2,
+# 17/24 without; a recapped fact 5/12 against 8/12: bench/bench_local_prompt.py); loops are
+# ended by the LoopGuard and copied earlier replies by NoRepeatNgrams instead.
 SAMPLING: dict[str, Any] = {
     "temperature": 0.2,
     "top_k": 40,
     "top_p": 0.9,
     "min_p": 0.05,
-    "repeat_penalty": 1.2,
+    "repeat_penalty": 1.0,
     "seed": 0,
 }
+# A reply may not repeat this many tokens in a row from itself or an earlier reply (0: off).
+NO_REPEAT_NGRAM = 8
 # Whether recap and recalled blocks join the system message when the model has a real chat
 # template too (the plain fallback always does so).
 MEMORY_IN_SYSTEM = False
@@ -157,10 +161,12 @@ class LocalChat:
         self._llm = _load_llama(self.path, context_window)
         self._run_lock = threading.Lock()  # one generation at a time: llama.cpp is not reentrant
         self.sampling = {**SAMPLING, **(sampling or {})}
+        self.no_repeat_ngram = self.sampling.pop("no_repeat_ngram", NO_REPEAT_NGRAM)
         self.format = prompt_format or prompt_format_of(
             self._llm, memory_in_system=memory_in_system
         )
         self.last_prompt: str | None = None  # the text the model received on the last call
+        self.last_looped = False  # the last reply was cut where it began repeating itself
         llm = self._llm
         self._add_bos = bool(llm._model.add_bos_token()) and llm.token_bos() >= 0
 
@@ -189,6 +195,19 @@ class LocalChat:
         """The prompt text the model receives for ``messages``."""
         return self.format.render(messages, True)
 
+    def _no_repeats(self, messages: Messages, prompt_len: int) -> Any:
+        if not self.no_repeat_ngram:
+            return None
+        import llama_cpp
+
+        earlier = [
+            self._llm.tokenize(content_text(m.get("content")).encode("utf-8"), add_bos=False)
+            for m in messages
+            if m.get("role") == "assistant"
+        ]
+        blocker = NoRepeatNgrams(prompt_len, earlier, self.no_repeat_ngram)
+        return llama_cpp.LogitsProcessorList([blocker])
+
     def stream(self, messages: list[dict[str, Any]], *, max_reply_tokens: int) -> ReplyStream:
         return ReplyStream(self._events(messages, max_reply_tokens))
 
@@ -200,13 +219,14 @@ class LocalChat:
             try:
                 prompt = self.render(messages)
                 tokens = self.prompt_tokens(prompt)
-                self.last_prompt = prompt
+                self.last_prompt, self.last_looped = prompt, False
                 guard = LoopGuard()
                 chunks = self._llm.create_completion(
                     prompt=tokens,
                     stream=True,
                     max_tokens=max_reply_tokens,
                     stop=list(self.format.stops),
+                    logits_processor=self._no_repeats(messages, len(tokens)),
                     **self.sampling,
                 )
                 for chunk in chunks:
@@ -218,6 +238,7 @@ class LocalChat:
                             if shown:
                                 yield shown
                     if guard.looped:
+                        self.last_looped = True
                         chunks.close()  # stop generating: the rest would repeat
                         log.info("the local model's reply looped; cut at %s", guard.cut_at)
                         break

@@ -233,3 +233,35 @@ class LoopGuard:
             if run:
                 hold = min(hold, self._kept_until(len(self._keys) - run))
         return hold
+
+
+class NoRepeatNgrams:
+    """A llama-cpp-python logits processor: the reply may not repeat ``n`` tokens in a row that
+    it, or an earlier reply of the conversation, already wrote. A small model otherwise copies
+    its previous answer word for word, turn after turn; facts (a name, a number) are shorter
+    than ``n`` tokens and stay free to repeat."""
+
+    def __init__(self, prompt_len: int, earlier: Sequence[Sequence[int]], n: int = 8) -> None:
+        self._start = prompt_len
+        self._n = n
+        self._seen: dict[tuple[int, ...], set[int]] = {}
+        self._added = 0  # reply tokens whose n-gram is in the table
+        for tokens in earlier:
+            for i in range(len(tokens) - n + 1):
+                self._add(tuple(tokens[i : i + n]))
+
+    def _add(self, gram: tuple[int, ...]) -> None:
+        self._seen.setdefault(gram[:-1], set()).add(gram[-1])
+
+    def __call__(self, input_ids: Sequence[int], scores: Any) -> Any:
+        reply = [int(t) for t in input_ids[self._start :]]
+        n = self._n
+        while self._added < len(reply):
+            self._added += 1
+            if self._added >= n:
+                self._add(tuple(reply[self._added - n : self._added]))
+        if len(reply) >= n - 1:
+            banned = self._seen.get(tuple(reply[len(reply) - n + 1 :]))
+            if banned:
+                scores[sorted(banned)] = float("-inf")
+        return scores

@@ -120,7 +120,7 @@ def test_the_local_model_remembers_the_name_from_the_chat(local: LocalChat) -> N
         reply_reserve=48,
         background=False,
     )
-    bot.ask("Hi! My name is Sam. I live in Oslo.")
+    bot.ask("Hi! My name is Sam, and my budget is 2000 euros.")
     answer = bot.ask("What is my name?")
     assert "Sam" in answer
     assert "Sam" in local.last_prompt and local.last_prompt.endswith("<|im_start|>assistant\n")
