@@ -55,6 +55,7 @@ PLAIN_TEMPLATE = (
     "{{ message['content'] }}\n\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
 )
 PLAIN_STOPS = ("\nUser:", "\nSystem:", "\nAssistant:")
+PLAIN_NAME = "a plain format (no chat template)"
 MEMORY_SEPARATOR = "\n\n"
 
 
@@ -87,7 +88,7 @@ class PromptFormat:
     """How one model's prompt is rendered: its template, stop strings, and whether recap and
     recalled blocks go into the system message (always so for the plain fallback)."""
 
-    name: str  # "the GGUF's chat template", "ChatML", ..., "plain"
+    name: str  # "its chat template" (the GGUF's), "ChatML", "Llama 3", "Gemma" or PLAIN_NAME
     template: str
     stops: tuple[str, ...]
     merge_memory: bool = False
@@ -129,13 +130,11 @@ def choose_format(
         for marker, _, _, family_stops in FAMILIES:
             if marker in template:
                 stops += [s for s in family_stops if s in template and s not in stops]
-        return PromptFormat(
-            "the GGUF's chat template", template, tuple(stops), memory_in_system, bos, eos
-        )
+        return PromptFormat("its chat template", template, tuple(stops), memory_in_system, bos, eos)
     for marker, name, family_template, family_stops in FAMILIES:
         if is_special(marker):
             return PromptFormat(name, family_template, family_stops, memory_in_system, bos, eos)
-    return PromptFormat("plain", PLAIN_TEMPLATE, PLAIN_STOPS, True, bos, eos)
+    return PromptFormat(PLAIN_NAME, PLAIN_TEMPLATE, PLAIN_STOPS, True, bos, eos)
 
 
 # --------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def formats(local: LocalChat) -> dict[str, PromptFormat]:
 
 
 def test_the_bundled_model_is_prompted_with_its_own_template(local: LocalChat) -> None:
-    assert local.format.name == "the GGUF's chat template"
+    assert local.format.name == "its chat template"
     assert prompt_format_of(local._llm, own_template=False).name == "ChatML"  # by its vocabulary
     assert LocalChat.summarizes_by_rules is True
 
@@ -124,3 +124,39 @@ def test_the_local_model_remembers_the_name_from_the_chat(local: LocalChat) -> N
     answer = bot.ask("What is my name?")
     assert "Sam" in answer
     assert "Sam" in local.last_prompt and local.last_prompt.endswith("<|im_start|>assistant\n")
+
+
+class LoopingLlama:
+    """The real model's tokenizer, with a generation that loops: "Nossa sua sua sua …"."""
+
+    def __init__(self, llm: object) -> None:
+        self._llm = llm
+        self.produced = 0
+        self.kwargs: dict[str, object] = {}
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._llm, name)
+
+    def create_completion(self, **kwargs: object) -> object:
+        self.kwargs = kwargs
+
+        def chunks():
+            for word in ["Nossa", *[" sua"] * 100]:
+                self.produced += 1
+                yield {"choices": [{"text": word}]}
+
+        return chunks()
+
+
+def test_a_looping_reply_is_stopped_and_kept_up_to_the_loop(local: LocalChat) -> None:
+    chat = LocalChat()
+    fake = chat._llm = LoopingLlama(local._llm)
+    stream = chat.stream(memory_request(), max_reply_tokens=100)
+    assert stream.read() == "Nossa sua"
+    assert chat.last_looped and fake.produced < 10  # generation stopped at the loop
+    assert stream.usage is not None and stream.usage.prompt_tokens == chat.counter.messages(
+        memory_request()
+    )
+    assert fake.kwargs["prompt"] == chat.prompt_tokens(chat.last_prompt or "")
+    assert fake.kwargs["stop"] == ["<|im_end|>", "<|im_start|>"]
+    assert fake.kwargs["repeat_penalty"] == 1.0 and fake.kwargs["seed"] == 0

@@ -7,8 +7,10 @@ import pytest
 from chatmem.framing import memory_message, recall_block, summary_block
 from chatmem.prompting import (
     GEMMA_TEMPLATE,
+    PLAIN_NAME,
     PLAIN_STOPS,
     LoopGuard,
+    NoRepeatNgrams,
     arrange,
     choose_format,
 )
@@ -56,7 +58,7 @@ def test_the_gguf_template_comes_first_and_receives_the_memory() -> None:
     fmt = choose_format(
         {"tokenizer.chat_template": SMOLLM2_TEMPLATE}, lambda t: True, eos="<|im_end|>"
     )
-    assert fmt.name == "the GGUF's chat template"
+    assert fmt.name == "its chat template"
     assert fmt.stops == ("<|im_end|>", "<|im_start|>")
     prompt = fmt.render(request())
     assert_memory_in(prompt)
@@ -101,7 +103,7 @@ def test_without_a_template_the_family_format_is_known_by_its_marker_token(
 
 def test_without_template_or_family_one_system_message_holds_the_memory() -> None:
     fmt = choose_format({"tokenizer.chat_template": "  "}, no_special)
-    assert fmt.name == "plain" and fmt.merge_memory and fmt.stops == PLAIN_STOPS
+    assert fmt.name == PLAIN_NAME and fmt.merge_memory and fmt.stops == PLAIN_STOPS
     prompt = fmt.render(request())
     system, _, conversation = prompt.partition("\n\nUser: ")
     assert system.startswith("System: You are a friendly assistant. Be concise.")
@@ -188,3 +190,19 @@ def test_text_that_may_start_a_loop_is_held_back_until_it_does_not() -> None:
     assert guard.feed("way. ") == " no way."
     assert guard.finish() == " "
     assert not guard.looped
+
+
+def test_a_reply_may_not_copy_n_tokens_from_an_earlier_reply_or_itself() -> None:
+    import numpy as np
+
+    prompt = [7, 7, 7]
+    block = NoRepeatNgrams(len(prompt), earlier=[[1, 2, 3, 4]], n=3)
+
+    def banned(ids: list[int]) -> list[int]:
+        scores = block([*prompt, *ids], np.zeros(10, dtype=np.single))
+        return [i for i, s in enumerate(scores) if s == -np.inf]
+
+    assert banned([5, 1]) == []  # nothing to copy after "5 1"
+    assert banned([5, 1, 2]) == [3]  # not "1 2 3" again
+    assert banned([5, 1, 2, 9, 5]) == []
+    assert banned([5, 1, 2, 9, 5, 1]) == [2]  # nor its own "5 1 2"
