@@ -52,6 +52,7 @@ SMOLLM_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
     "rp1.0": {"sampling": {"repeat_penalty": 1.0}},
+    "rp1.2": {"sampling": {"repeat_penalty": 1.2}},
     "rp1.1": {"sampling": {"repeat_penalty": 1.1}},
     "rp1.3": {"sampling": {"repeat_penalty": 1.3}},
     "memory-in-system": {"memory_in_system": True},
@@ -168,7 +169,7 @@ def main() -> None:
     print(f"sampling: {SAMPLING}")
     print("| variant | chat: name recalled | recap: fact used | last replies cut (loop) | time |")
     print("|---|---|---|---|---|")
-    for name in args.variants.split(","):
+    for name in filter(None, args.variants.split(",")):
         start = time.perf_counter()
         chat_ok, chat_n, recap_ok, recap_n, looped = run_variant(name, args.seeds, args.show)
         took = time.perf_counter() - start

@@ -3,8 +3,9 @@ llama-cpp-python: small, offline, free.
 
 The prompt is rendered here with the model's real chat template (see :mod:`chatmem.prompting`),
 so the text the model receives is known (:attr:`LocalChat.last_prompt`) and the token counter
-counts exactly that text. Sampling suits a small model (a repeat penalty, top-k/top-p, a low
-temperature, a fixed seed; stop strings at the template's end of turn), and a
+counts exactly that text. Sampling suits a small model (top-k/top-p, a low temperature, a fixed
+seed; stop strings at the template's end of turn); :class:`~chatmem.prompting.NoRepeatNgrams`
+keeps a reply from copying itself or an earlier reply, and a
 :class:`~chatmem.prompting.LoopGuard` ends a reply that starts repeating itself.
 """
 
