@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from chatmem.errors import ModelError
-from chatmem.models import ReplyStream, Usage
 from chatmem.prompting import LoopGuard, Messages, NoRepeatNgrams, PromptFormat, choose_format
+from chatmem.replies import ReplyStream, Usage
 from chatmem.servers import template_counter
 from chatmem.tokens import TokenCounter, content_text
 

@@ -15,7 +15,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from chatmem.config import check_credentials
 from chatmem.errors import ModelError
+from chatmem.local import LOCAL_CONTEXT_WINDOW, LOCAL_MODEL_NAME, LocalChat
+from chatmem.local import local_model_path as local_model_path  # re-exported
 from chatmem.redact import basic_token, redact, register, url_credentials, url_secrets
+from chatmem.replies import ReplyStream, Usage
 from chatmem.servers import LLAMA_CPP_PYTHON_WINDOW, ServerProfile, context_overflow, probe
 from chatmem.tokens import TokenCounter, counter_for_model, encoding_name_for_model
 
@@ -51,45 +54,6 @@ def context_window_for(model: str) -> int | None:
         if name.startswith(prefix):
             return window
     return None
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Token usage as the server reported it."""
-
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    source: str = "server"  # "server": as the server reported it; "tokenizer": counted after
-
-    def as_dict(self) -> dict[str, int | None]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
-
-
-class ReplyStream:
-    """A streaming reply: iterate for text chunks; ``text`` and ``usage`` fill in as it goes."""
-
-    def __init__(self, events: Iterator[str | Usage]) -> None:
-        self._events = events
-        self._parts: list[str] = []
-        self.usage: Usage | None = None
-
-    def __iter__(self) -> Iterator[str]:
-        for event in self._events:
-            if isinstance(event, Usage):
-                self.usage = event
-            elif event:
-                self._parts.append(event)
-                yield event
-
-    @property
-    def text(self) -> str:
-        return "".join(self._parts)
-
-    def read(self) -> str:
-        """Consume the whole stream and return the text."""
-        for _ in self:
-            pass
-        return self.text
 
 
 @runtime_checkable
@@ -403,13 +367,6 @@ class OpenAIChat:
         if answer.usage is None:
             return None
         return Usage(answer.usage.prompt_tokens, None, source="non-streamed call")
-
-
-# The bundled local model lives in chatmem.local; its public names stay importable from here.
-from chatmem.local import LOCAL_CONTEXT_WINDOW as LOCAL_CONTEXT_WINDOW  # noqa: E402
-from chatmem.local import LOCAL_MODEL_NAME as LOCAL_MODEL_NAME  # noqa: E402
-from chatmem.local import LocalChat as LocalChat  # noqa: E402
-from chatmem.local import local_model_path as local_model_path  # noqa: E402
 
 
 def make_model(

@@ -20,7 +20,15 @@ LAYERS: list[set[str]] = [
     {"chatmem.errors", "chatmem.events", "chatmem.text", "chatmem.redact", "chatmem.framing"},
     {"chatmem.tokens", "chatmem.store"},
     {"chatmem.config", "chatmem.memory", "chatmem.adaptive", "chatmem.request"},
-    {"chatmem.servers", "chatmem.models", "chatmem.summarize", "chatmem.embeddings"},
+    {
+        "chatmem.servers",
+        "chatmem.replies",
+        "chatmem.prompting",
+        "chatmem.local",
+        "chatmem.models",
+        "chatmem.summarize",
+        "chatmem.embeddings",
+    },
     {"chatmem.recall"},
     {
         "chatmem.factory",
