@@ -14,6 +14,7 @@ Pure: no model is loaded here; :mod:`chatmem.local` tokenizes and generates.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from chatmem.framing import RECALL_LABEL, SUMMARY_LABEL
 from chatmem.servers import CHATML_TEMPLATE, render_template
 from chatmem.text import clean_text
 from chatmem.tokens import content_text
+
+log = logging.getLogger(__name__)
 
 Messages = Sequence[Mapping[str, Any]]
 
@@ -110,6 +113,27 @@ class PromptFormat:
         return render(arrange(plain) if self.merge_memory else plain, add_generation_prompt)
 
 
+# A request shaped as chatmem sends them (a memory block as a second user message in a row): a
+# GGUF's template must render it, else it is tried with the memory merged into the system
+# message, else the family's or the plain format is used.
+SHAPE_CHECK: tuple[dict[str, str], ...] = (
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": SUMMARY_LABEL + "\n<recap>\nA recap.\n</recap>"},
+    {"role": "user", "content": "Hi there."},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": "Bye."},
+)
+
+
+def _renders(fmt: PromptFormat) -> bool:
+    try:
+        fmt.render(SHAPE_CHECK)
+        return True
+    except Exception as exc:  # a template that refuses the shape (raise_exception), or breaks
+        log.info("the chat template cannot render chatmem's requests (%s)", exc)
+        return False
+
+
 def choose_format(
     metadata: Mapping[str, Any],
     is_special: Callable[[str], bool],
@@ -122,7 +146,8 @@ def choose_format(
 
     ``is_special(text)``: the text is one special token of the model's vocabulary.
     ``memory_in_system``: merge recap and recalled blocks into the system message with a real
-    template too (the plain format always does).
+    template too (the plain format always does; so does a template that refuses two user
+    messages in a row).
     """
     template = metadata.get("tokenizer.chat_template")
     if isinstance(template, str) and template.strip():
@@ -130,7 +155,10 @@ def choose_format(
         for marker, _, _, family_stops in FAMILIES:
             if marker in template:
                 stops += [s for s in family_stops if s in template and s not in stops]
-        return PromptFormat("its chat template", template, tuple(stops), memory_in_system, bos, eos)
+        for merge in dict.fromkeys((memory_in_system, True)):
+            own = PromptFormat("its chat template", template, tuple(stops), merge, bos, eos)
+            if _renders(own):
+                return own
     for marker, name, family_template, family_stops in FAMILIES:
         if is_special(marker):
             return PromptFormat(name, family_template, family_stops, memory_in_system, bos, eos)

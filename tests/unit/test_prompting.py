@@ -206,3 +206,31 @@ def test_a_reply_may_not_copy_n_tokens_from_an_earlier_reply_or_itself() -> None
     assert banned([5, 1, 2]) == [3]  # not "1 2 3" again
     assert banned([5, 1, 2, 9, 5]) == []
     assert banned([5, 1, 2, 9, 5, 1]) == [2]  # nor its own "5 1 2"
+
+
+ALTERNATING_ONLY = (  # refuses two user messages in a row, as some templates do
+    "{% for message in messages %}{% if loop.index0 > 0 and message['role'] == "
+    "messages[loop.index0 - 1]['role'] %}{{ raise_exception('Roles must alternate') }}{% endif %}"
+    "<{{ message['role'] }}>{{ message['content'] }}{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+NO_SYSTEM = (  # refuses a system message
+    "{% for message in messages %}{% if message['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}"
+    "<{{ message['role'] }}>{{ message['content'] }}{% endfor %}"
+)
+
+
+def test_a_template_refusing_two_user_turns_gets_the_memory_in_the_system_message() -> None:
+    fmt = choose_format({"tokenizer.chat_template": ALTERNATING_ONLY}, no_special)
+    assert fmt.name == "its chat template" and fmt.merge_memory
+    prompt = fmt.render(request())
+    assert_memory_in(prompt)
+    assert prompt.startswith("<system>You are a friendly assistant. Be concise.\n\nRecap")
+
+
+def test_a_template_that_cannot_render_the_requests_gives_way_to_the_family_format() -> None:
+    meta = {"tokenizer.chat_template": NO_SYSTEM}
+    assert choose_format(meta, lambda t: t == "<|im_start|>").name == "ChatML"
+    assert choose_format(meta, no_special).name == PLAIN_NAME
+    assert choose_format({"tokenizer.chat_template": "{% for %}"}, no_special).name == PLAIN_NAME
