@@ -12,7 +12,8 @@ Variants: repeat penalty, system prompt wording, memory placement. Each case run
 ``--seeds`` seeds. Also reports replies the loop guard cut, and time to first token of a
 turn that repeats the previous prompt's prefix against a cold one.
 
-Run: ``python -m bench.bench_local_prompt [--seeds 3] [--variants base,rp1.1,...]``.
+Run: ``python -m bench.bench_local_prompt [--seeds 4] [--variants base,rp1.2,...] [--show]``
+(about 4 minutes; ``--quick``: one seed, two variants). No chart.
 """
 
 from __future__ import annotations
@@ -21,10 +22,21 @@ import argparse
 import time
 from typing import Any
 
+from bench._common import (
+    Report,
+    machine_line,
+    markdown_table,
+    out_dir,
+    run_main,
+    script_parser,
+    write_report,
+)
 from chatmem import ChatMemory, Settings
 from chatmem.config import DEFAULT_SYSTEM_PROMPT
 from chatmem.framing import memory_message, summary_block
 from chatmem.local import SAMPLING, LocalChat
+
+NAME = "bench_local_prompt"
 
 INTRODUCTIONS = (
     "Hi! My name is Sam. I live in Oslo.",
@@ -159,31 +171,39 @@ def prefix_reuse() -> tuple[float, float, int]:
     return warm, cold, model.counter.messages(turns)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
+def run_bench(args: argparse.Namespace) -> Report:
+    seeds = 1 if args.quick else args.seeds
+    names = ["base", "rp1.2"] if args.quick else [n for n in args.variants.split(",") if n]
+    rows, data = [], {"sampling": SAMPLING, "seeds": seeds, "variants": {}}
+    for name in names:
+        start = time.perf_counter()
+        chat_ok, chat_n, recap_ok, recap_n, looped = run_variant(name, seeds, args.show)
+        took = time.perf_counter() - start
+        rows.append([name, f"{chat_ok}/{chat_n}", f"{recap_ok}/{recap_n}", looped, f"{took:.0f} s"])
+        data["variants"][name] = {"chat": [chat_ok, chat_n], "recap": [recap_ok, recap_n]}
+        print("|", " | ".join(map(str, rows[-1])), "|", flush=True)
+    headers = ["variant", "chat: name asked back", "recap: fact used", "last replies cut", "time"]
+    markdown = f"Sampling now: `{SAMPLING}`; seeds 0-{seeds - 1}.\n\n"
+    markdown += markdown_table(headers, rows)
+    if not args.no_ttft:
+        warm, cold, tokens = prefix_reuse()
+        data["ttft"] = {"extends_previous": warm, "from_scratch": cold, "prompt_tokens": tokens}
+        markdown += (
+            f"\n\nTime to first token, {tokens}-token prompt: {warm * 1000:.0f} ms when it extends "
+            f"the previous turn's prompt, {cold * 1000:.0f} ms from scratch ({cold / warm:.1f}x).\n"
+        )
+    markdown += f"\n{machine_line()}\n"
+    return write_report(out_dir(args), NAME, markdown, data, None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = script_parser(NAME, __doc__)
+    parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--show", action="store_true", help="print every miss")
     parser.add_argument("--no-ttft", action="store_true")
-    args = parser.parse_args()
-    print(f"sampling: {SAMPLING}")
-    print("| variant | chat: name recalled | recap: fact used | last replies cut (loop) | time |")
-    print("|---|---|---|---|---|")
-    for name in filter(None, args.variants.split(",")):
-        start = time.perf_counter()
-        chat_ok, chat_n, recap_ok, recap_n, looped = run_variant(name, args.seeds, args.show)
-        took = time.perf_counter() - start
-        print(
-            f"| {name} | {chat_ok}/{chat_n} | {recap_ok}/{recap_n} | {looped} | {took:.0f} s |",
-            flush=True,
-        )
-    if not args.no_ttft:
-        warm, cold, tokens = prefix_reuse()
-        print(
-            f"time to first token, {tokens}-token prompt: {warm * 1000:.0f} ms when it extends "
-            f"the previous turn's prompt, {cold * 1000:.0f} ms from scratch ({cold / warm:.1f}x)"
-        )
+    return run_main(parser, run_bench, argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
