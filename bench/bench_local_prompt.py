@@ -19,6 +19,7 @@ Run: ``python -m bench.bench_local_prompt [--seeds 4] [--variants base,rp1.2,...
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from typing import Any
 
@@ -152,9 +153,10 @@ def ttft(model: LocalChat, messages: list[dict[str, Any]]) -> float:
     return first
 
 
-def prefix_reuse() -> tuple[float, float, int]:
+def prefix_reuse(repeats: int = 3) -> tuple[float, float, int]:
     """Time to first token of turn N+1 (its prompt extends turn N's) and of the same prompt
-    after an unrelated one (no common prefix beyond the template's first tokens)."""
+    after an unrelated one (no common prefix beyond the template's first tokens); the median
+    of ``repeats`` alternations."""
     model = LocalChat()
     turns = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}]
     turns += [memory_message(summary_block(RECAP * 6))]
@@ -164,11 +166,13 @@ def prefix_reuse() -> tuple[float, float, int]:
             {"role": "assistant", "content": f"River fact {i}: rivers carry water to the sea."},
         ]
     turns.append({"role": "user", "content": "And one about lakes?"})
-    ttft(model, [*turns[:-3], turns[-1]])  # turn N
-    warm = ttft(model, turns)  # turn N+1: shares the prefix up to the new messages
-    ttft(model, [{"role": "system", "content": "Unrelated."}, turns[-1]])
-    cold = ttft(model, turns)  # the same prompt, evaluated from the start
-    return warm, cold, model.counter.messages(turns)
+    warm, cold = [], []
+    for _ in range(repeats):
+        ttft(model, [*turns[:-3], turns[-1]])  # turn N
+        warm.append(ttft(model, turns))  # turn N+1: shares the prefix up to the new messages
+        ttft(model, [{"role": "system", "content": "Unrelated."}, turns[-1]])
+        cold.append(ttft(model, turns))  # the same prompt, evaluated from the start
+    return statistics.median(warm), statistics.median(cold), model.counter.messages(turns)
 
 
 def run_bench(args: argparse.Namespace) -> Report:
@@ -189,8 +193,9 @@ def run_bench(args: argparse.Namespace) -> Report:
         warm, cold, tokens = prefix_reuse()
         data["ttft"] = {"extends_previous": warm, "from_scratch": cold, "prompt_tokens": tokens}
         markdown += (
-            f"\n\nTime to first token, {tokens}-token prompt: {warm * 1000:.0f} ms when it extends "
-            f"the previous turn's prompt, {cold * 1000:.0f} ms from scratch ({cold / warm:.1f}x).\n"
+            f"\n\nTime to first token (median of 3), {tokens}-token prompt: {warm * 1000:.0f} ms "
+            f"when it extends the previous turn's prompt, {cold * 1000:.0f} ms from scratch "
+            f"({cold / warm:.1f}x).\n"
         )
     markdown += f"\n{machine_line()}\n"
     return write_report(out_dir(args), NAME, markdown, data, None)
