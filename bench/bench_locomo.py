@@ -304,10 +304,11 @@ def evaluate(
 
 
 TUNE_GRID = {
-    "recency_weight": (0.05, 0.15, 0.4),
-    "recency_k": (3.0, 10.0),
+    "recency_weight": (0.05, 0.1, 0.2),
+    "recency_k": (3.0,),
     "recall_threshold": (0.0,),
     "dense_weight": (1.0, 1.5),
+    "neighbour_share": (0.0, 0.25, 0.5, 0.75, 1.0),
 }
 TUNE_EVERY = 3  # every third question of the tuning half
 
@@ -330,17 +331,21 @@ def tune(convs: Sequence[Conversation], budgets: Sequence[int], embedder: Cached
                 r.mem.truncate(base)
                 question = r.mem.add("user", q.text)
                 by_dense = {}
-                for dense in TUNE_GRID["dense_weight"]:
+                for dense, share in itertools.product(
+                    TUNE_GRID["dense_weight"], TUNE_GRID["neighbour_share"]
+                ):
                     recall_module.DENSE_WEIGHT = dense
                     assert r.hybrid is not None
-                    by_dense[dense] = candidates(r.hybrid, q.text, before_seq=question.seq)
+                    by_dense[dense, share] = candidates(
+                        r.hybrid, q.text, before_seq=question.seq, neighbours=share
+                    )
                 for combo in combos:
                     params = dict(zip(keys, combo, strict=True))
                     r.mem.recency_weight = params["recency_weight"]
                     r.mem.recency_k = params["recency_k"]
                     r.mem.recall_threshold = params["recall_threshold"]
                     r.mem.recall_share = RECALL_SHARE
-                    ctx = r.mem.context(by_dense[params["dense_weight"]])
+                    ctx = r.mem.context(by_dense[params["dense_weight"], params["neighbour_share"]])
                     seqs = {p.seq for p in ctx.parts if p.kind == "verbatim"}
                     seqs |= {c.seq for c in ctx.recalled}
                     found = sum(1 for d in q.evidence if r.seq_of[d] in seqs)

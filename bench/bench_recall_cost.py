@@ -17,7 +17,7 @@ The stored vectors are random unit vectors of the offline model's size (384): th
 search does not depend on what they say. The query's own embedding (the offline e5 model,
 in-process) costs the same at every length; it is timed on its own and shown separately.
 
-Run: ``python -m bench.bench_recall_cost [--quick] [--no-chart] [--out DIR]``.
+Run: ``python -m bench.bench_recall_cost [--quick] [--no-chart] [--out DIR] [--blas]``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import gc
 import random
 import time
+import zlib
 from array import array
 from collections.abc import Sequence
 from typing import Any
@@ -66,10 +67,11 @@ class StubEmbedder:
     batch_size = 32
 
     def _vector(self, text: str) -> array:
-        rng = random.Random(text)
-        values = [rng.gauss(0.0, 1.0) for _ in range(DIMS)]
-        norm = sum(v * v for v in values) ** 0.5
-        return array("f", (v / norm for v in values))
+        import numpy as np
+
+        seed = zlib.crc32(text.encode("utf-8"))
+        values = np.random.default_rng(seed).standard_normal(DIMS).astype(np.float32)
+        return array("f", (values / np.linalg.norm(values)).tobytes())
 
     def embed(self, texts: Sequence[str], **_: Any) -> list[array]:
         return [self._vector(t) for t in texts]
@@ -258,7 +260,17 @@ def chart(results: dict[str, Any], path: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = script_parser(NAME, __doc__)
+    parser.add_argument(
+        "--blas",
+        action="store_true",
+        help="the earlier cosine search (numpy's @, which OpenBLAS may spread over threads), "
+        "for a before/after comparison",
+    )
     args = parser.parse_args(argv)
+    if args.blas:
+        from chatmem import embeddings
+
+        embeddings._dot = lambda matrix, query: matrix @ query  # type: ignore[assignment]
     sizes = QUICK_SIZES if args.quick else SIZES
     results = run(sizes, QUICK_TURNS if args.quick else TURNS, embed=not args.quick)
     markdown = build_markdown(results)

@@ -24,6 +24,13 @@ hit, turns some 20 back rank with the 15th. Tuned on half of LoCoMo
 (``python -m bench.bench_locomo --tune``) and a follow-up test (``test_recall_budget.py``)."""
 RECALL_THRESHOLD: Final = 0.0  # the least score (prior plus evidence) worth a candidate's room
 
+NEIGHBOUR_SHARE = 0.5
+NEIGHBOUR_HITS = 40
+"""A hit's neighbours (the message just before and just after it: the question a reply
+answers, the reply to a question) join the candidates with ``NEIGHBOUR_SHARE`` of its
+evidence, or their own if they are hits with more; only the best ``NEIGHBOUR_HITS`` hits
+lend it, so the extra work stays bounded. Tuned on half of LoCoMo (``bench_locomo --tune``)."""
+
 Key = int | str  # a candidate's seq, or its text when it has none
 Picked = dict[Key, "Recalled | None"]  # None: kept for its prior alone (no quote to send)
 
@@ -121,3 +128,35 @@ def extend_tail(
     for key in [k for k, c in picked.items() if c is None]:
         del picked[key]
     return list(joined), sum(m.tokens for m in joined)
+
+
+def with_neighbours(
+    hits: Sequence[Recalled],
+    lines: Callable[[Sequence[int]], dict[int, str]],
+    before_seq: int,
+    share: float = NEIGHBOUR_SHARE,
+    best: int = NEIGHBOUR_HITS,
+) -> list[Recalled]:
+    """``hits`` (best first) and their neighbours, each neighbour scored ``share`` of the
+    best hit next to it (or its own score, if it is a better hit itself); ``lines`` gives
+    the recall lines of seqs. Best first."""
+    if share <= 0:
+        return list(hits)
+    by_seq = {h.seq: h for h in hits if h.seq is not None}
+    lent: dict[int, float] = {}
+    for hit in hits[:best]:
+        if hit.seq is None:
+            continue
+        for seq in (hit.seq - 1, hit.seq + 1):
+            if 0 < seq < before_seq:
+                lent[seq] = max(lent.get(seq, 0.0), share * hit.score)
+    texts = lines([seq for seq in lent if seq not in by_seq])
+    out = [
+        dataclasses.replace(h, score=lent[h.seq]) if lent.get(h.seq, 0.0) > h.score else h
+        for h in hits
+    ]
+    from chatmem.memory import Recalled  # memory imports this module
+
+    out += [Recalled(texts[seq], seq, score) for seq, score in lent.items() if seq in texts]
+    out.sort(key=lambda r: -r.score)
+    return out

@@ -382,10 +382,10 @@ class VectorIndex:
         matrix = _np.frombuffer(self._flat, dtype=_np.float32).reshape(-1, self.dims)
         all_seqs = _np.frombuffer(self._seqs, dtype=_np.int64)
         q = _np.asarray(query, dtype=_np.float32)
-        scores = matrix[lo:] @ q
+        scores = _dot(matrix[lo:], q)
         seqs = all_seqs[lo:].copy()  # no view may outlive the call (the array grows)
         if extra:  # the keyword hits older than the window
-            scores = _np.concatenate([matrix[extra] @ q, scores])
+            scores = _np.concatenate([_dot(matrix[extra], q), scores])
             seqs = _np.concatenate([all_seqs[extra], seqs])
         del matrix, all_seqs  # release the buffer views so the arrays can grow again
         ok = scores > floor
@@ -419,6 +419,15 @@ class VectorIndex:
                 scored.append((score, seq))
         best = heapq.nlargest(limit, scored)
         return [(seq, score) for score, seq in best]
+
+
+def _dot(matrix: Any, query: Any) -> Any:
+    """``matrix @ query`` on the calling thread. numpy's ``@`` hands a matrix-vector product
+    to OpenBLAS, which splits a large one across threads: on a busy machine waking them
+    takes milliseconds (8 ms for 10,000 vectors on 2 cores, against 0.6 ms on one thread).
+    ``einsum`` without optimisation runs numpy's own loop: the same sums, on this thread."""
+    assert _np is not None
+    return _np.einsum("ij,j->i", matrix, query)
 
 
 Backfill = Callable[[int, int, int], object]

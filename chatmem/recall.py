@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from chatmem.embeddings import Embedder, LocalEmbedder
     from chatmem.store import Store
 
+from chatmem.adaptive import NEIGHBOUR_SHARE, with_neighbours
 from chatmem.embeddings import DENSE_WINDOW, QUERY_TIMEOUT, VectorIndex
 from chatmem.errors import EmbeddingError, SearchIndexError
 from chatmem.events import Event, EventKind
@@ -100,6 +101,17 @@ class FtsIndex:
             ).fetchall()
         return [Recalled(snippet(speaker, body), seq, -rank) for seq, speaker, body, rank in rows]
 
+    def snippets(self, seqs: Sequence[int]) -> dict[int, str]:
+        """The recall lines of the indexed messages among ``seqs`` (by rowid: no search)."""
+        if not seqs:
+            return {}
+        marks = ",".join("?" * len(seqs))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT rowid, speaker, body FROM messages WHERE rowid IN ({marks})", list(seqs)
+            ).fetchall()
+        return {seq: snippet(speaker, body) for seq, speaker, body in rows}
+
     def _matches(self, term: str, before_seq: int) -> int:
         """Messages before ``before_seq`` holding ``term``, counted up to one past
         :data:`COMMON_TERM` (the index is read no further)."""
@@ -163,6 +175,11 @@ class StoreRecall:
         self.unavailable = None
         return [Recalled(snippet(h.name or h.role, h.content), h.seq, h.score) for h in hits]
 
+    def snippets(self, seqs: Sequence[int]) -> dict[int, str]:
+        """The recall lines of the stored messages among ``seqs`` (none if the store fails)."""
+        cid = self._cid()
+        return _stored_snippets(self.store, cid, seqs) if cid is not None and seqs else {}
+
     def _off(self, cid: str) -> None:
         self.unavailable = RECALL_UNAVAILABLE
         if self._noticed:
@@ -176,6 +193,15 @@ class StoreRecall:
                 self.store.add_event(cid, Event(EventKind.RECALL_UNAVAILABLE, RECALL_UNAVAILABLE))
         except Exception:  # the notice is lost, the turn is not
             log.exception("recall: could not record that recall is off")
+
+
+def _stored_snippets(store: Store, cid: str, seqs: Sequence[int]) -> dict[int, str]:
+    try:
+        found = store.messages_at(cid, list(seqs))
+    except Exception:  # a store hiccup costs these lines, not the turn
+        log.exception("recall: could not read recalled messages")
+        return {}
+    return {m.seq: snippet(m.name or m.role, m.content) for m in found if m.status == "ok"}
 
 
 def recall_unavailable(index: RecallIndex) -> str | None:
@@ -238,12 +264,18 @@ def scores_data(recalled: Sequence[Recalled]) -> dict[str, list[float | None]]:
     }
 
 
-def candidates(index: RecallIndex, query: str, *, before_seq: int) -> list[Recalled]:
+def candidates(
+    index: RecallIndex, query: str, *, before_seq: int, neighbours: float = NEIGHBOUR_SHARE
+) -> list[Recalled]:
     """The recall candidates for a request, scored by their evidence (see ``memory.Memory
-    .context``, which adds the recency prior): BM25, fused with embeddings when on."""
+    .context``, which adds the recency prior): BM25, fused with embeddings when on, and the
+    neighbours of the best hits (:func:`with_neighbours`) when the index can read them."""
     if isinstance(index, HybridRecall):
-        return index.search(query, before_seq=before_seq, limit=CANDIDATES)
-    return lexical_evidence(index.search(query, before_seq=before_seq, limit=CANDIDATES))
+        hits = index.search(query, before_seq=before_seq, limit=CANDIDATES)
+    else:
+        hits = lexical_evidence(index.search(query, before_seq=before_seq, limit=CANDIDATES))
+    lines = getattr(index, "snippets", None)
+    return hits if lines is None else with_neighbours(hits, lines, before_seq, neighbours)
 
 
 class HybridRecall:
@@ -474,24 +506,20 @@ class HybridRecall:
             (BM25_WEIGHT, DENSE_WEIGHT),
         )
         ranked = sorted(scores, key=lambda seq: (-scores[seq], -seq))[:limit]
-        texts.update(self._snippets([seq for seq in ranked if seq not in texts]))
+        texts.update(self.snippets([seq for seq in ranked if seq not in texts]))
         return [
             Recalled(texts[seq], seq, scores[seq], bm25=bm25.get(seq), dense=dense.get(seq))
             for seq in ranked
             if seq in texts
         ]
 
-    def _snippets(self, seqs: list[int]) -> dict[int, str]:
+    def snippets(self, seqs: Sequence[int]) -> dict[int, str]:
+        """The recall lines of the messages among ``seqs`` (from the store, or as added)."""
         if not seqs:
             return {}
         cid = self._cid()
         if self.store is not None and cid is not None:
-            try:
-                found = self.store.messages_at(cid, seqs)
-            except Exception:  # a store hiccup costs the vector hits, not the turn
-                log.exception("recall: could not read recalled messages")
-                return {}
-            return {m.seq: snippet(m.name or m.role, m.content) for m in found if m.status == "ok"}
+            return _stored_snippets(self.store, cid, seqs)
         with self._lock:
             known = {seq: self._texts[seq] for seq in seqs if seq in self._texts}
         return {seq: snippet(speaker, text) for seq, (speaker, text) in known.items()}

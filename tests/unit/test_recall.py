@@ -144,3 +144,20 @@ def test_query_terms_read_a_bounded_prefix_and_keep_first_seen_order() -> None:
             reference.append(w)
     keep = set(sorted(reference, key=len, reverse=True)[:8])
     assert query_terms(text) == [w for w in reference if w in keep][:8]
+
+
+def test_the_store_index_recalls_a_hits_reply_by_seq() -> None:
+    from chatmem.store import Store
+
+    with Store("sqlite://") as store:
+        cid = store.create_conversation().id
+        store.append_message(cid, "user", "What is the code for the garage door?", name="sam")
+        store.append_message(cid, "assistant", "It is 4817.")
+        store.append_message(cid, "user", "Thanks.", status="failed")
+        for i in range(10):
+            store.append_message(cid, "user", f"Chat {i} about the bus.")
+        index = recall.StoreRecall(store, lambda: cid)
+        assert index.snippets([2, 3, 99]) == {2: "assistant: It is 4817."}
+        hits = recall.candidates(index, "garage door code?", before_seq=14)
+        assert [h.seq for h in hits] == [1, 2] and hits[1].score == hits[0].score / 2
+        assert recall.StoreRecall(store, lambda: None).snippets([2]) == {}

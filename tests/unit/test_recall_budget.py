@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from chatmem.memory import Memory
+from chatmem.adaptive import with_neighbours
+from chatmem.memory import Memory, Recalled
 from chatmem.recall import FtsIndex, candidates
 from chatmem.tokens import counter_for_model
 from tests.unit.test_memory import check_request
@@ -63,8 +64,10 @@ def test_a_follow_up_about_the_last_few_turns_keeps_them() -> None:
     sent = verbatim | recalled
     # the whole roast exchange is in the request, the answer (200 degrees) included
     assert set(range(first_recent, first_recent + len(recent))) <= sent
-    # and old oven notes fill the room left, as quotes
-    assert len(recalled) > 10 and all(seq < first_recent - 20 for seq in recalled)
+    # and old oven notes fill the room left, as quotes (with the message just before the
+    # roast exchange: the neighbour of a hit)
+    old_notes = recalled & set(range(1, 2 * len(OLD_OVEN) + 1))
+    assert len(old_notes) > 10 and recalled - old_notes <= {first_recent - 1}
     # the potatoes and gravy turns match nothing: a plain search would leave them out
     plain = {h.seq for h in index.search(follow_up, before_seq=10_000, limit=500)}
     assert not {first_recent + 2, first_recent + 4} & plain
@@ -80,7 +83,9 @@ def test_no_hit_cap_when_the_budget_has_room() -> None:
     mem, index = conversation(OLD_OVEN + filler, max_tokens=4000, keep_recent=2, recall_share=0.8)
     ctx, verbatim, recalled = ask(mem, index, "Which oven temperature for the pie, bread and cake?")
     assert min(verbatim) > len(OLD_OVEN)  # the notes are far out of the recent messages
-    assert recalled == set(range(1, len(OLD_OVEN) + 1))  # every one of the 30: no cap of 20
+    notes = set(range(1, len(OLD_OVEN) + 1))
+    assert notes <= recalled  # every one of the 30: no cap of 20
+    assert recalled <= notes | {len(OLD_OVEN) + 1}  # and the neighbour of the last
     assert ctx.budget.recalled <= int(4000 * 0.8)
 
 
@@ -104,3 +109,34 @@ def test_candidates_under_the_threshold_give_their_room_to_recent_messages() -> 
     ctx, verbatim_high, recalled_high = ask(mem, index, "oven temperature for the bread?")
     assert not recalled_high and ctx.dropped_recalled > 0
     assert len(verbatim_high) > len(verbatim_low)  # the room went to recent messages
+
+
+def test_the_reply_next_to_a_hit_comes_with_it() -> None:
+    """A reply that shares no word with the question is recalled because the message it
+    answers is a hit; without neighbours it is left out."""
+    filler = [
+        ("user" if i % 2 == 0 else "assistant", f"Chat {i} about the weather and the bus.")
+        for i in range(200)
+    ]
+    old = [("user", "What is the code for the garage door?"), ("assistant", "It is 4817.")]
+    mem, index = conversation(old + filler, max_tokens=600, keep_recent=2, recall_share=0.5)
+    question = "Remind me of the garage door code."
+    _, verbatim, recalled = ask(mem, index, question)
+    assert {1, 2} <= recalled and not {1, 2} & verbatim
+    assert 2 not in {h.seq for h in index.search(question, before_seq=10_000, limit=500)}
+    mem.truncate(len(old) + len(filler))
+    asked = mem.add("user", question)
+    hits = candidates(index, question, before_seq=asked.seq, neighbours=0.0)
+    assert 2 not in {r.seq for r in mem.context(hits).recalled}
+
+
+def test_neighbours_borrow_a_share_of_the_best_hit_next_to_them() -> None:
+    hits = [Recalled("a", 10, 0.4), Recalled("b", 12, 0.2), Recalled("c", 30, 0.1)]
+    lines = {9: "nine", 11: "eleven", 13: "thirteen", 29: "x", 31: "y"}
+    out = with_neighbours(hits, lambda seqs: {s: lines[s] for s in seqs if s in lines}, 31, 0.5)
+    scores = {r.seq: r.score for r in out}
+    assert scores[11] == 0.2  # half of the better neighbour (10), not of 12
+    assert scores[9] == 0.2 and scores[13] == 0.1 and scores[29] == 0.05
+    assert 31 not in scores  # not before the question
+    assert [r.score for r in out] == sorted(scores.values(), reverse=True)
+    assert with_neighbours(hits, lambda seqs: {}, 31, 0.0) == hits
