@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-if TYPE_CHECKING:
-    from chatmem.memory import Message, Recalled
+from chatmem.request import Message, Recalled
 
 RECENCY_K: Final = 3
 RECENCY_WEIGHT: Final = 0.1
@@ -155,8 +154,6 @@ def with_neighbours(
         dataclasses.replace(h, score=lent[h.seq]) if lent.get(h.seq, 0.0) > h.score else h
         for h in hits
     ]
-    from chatmem.memory import Recalled  # memory imports this module
-
     out += [Recalled(texts[seq], seq, score) for seq, score in lent.items() if seq in texts]
     out.sort(key=lambda r: -r.score)
     return out
