@@ -30,6 +30,7 @@ from chatmem.sync import StoreSync
 
 log = logging.getLogger("chatmem.session")
 
+RULES_AUTHOR = "rules (no model call)"  # the author of a summary written by chatmem.facts
 FOLD_ATTEMPTS = 3  # a fold that loses the race to another session's is rebuilt this often
 
 
@@ -158,7 +159,8 @@ class Folding:
         rebuilt: int,
     ) -> Event:
         before = sum(m.tokens for m in messages) + (plan.previous.tokens if plan.previous else 0)
-        summary = self._summary(result.text, covers, self.summarizer.model.name, time.time())
+        author = RULES_AUTHOR if result.by_rules else self.summarizer.model.name
+        summary = self._summary(result.text, covers, author, time.time())
         stored = self._journal.add_summary(
             summary.text,
             summary.tokens,
