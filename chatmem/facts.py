@@ -100,7 +100,7 @@ _RULES: list[tuple[str, re.Pattern[str], int]] = [
 ]
 _NOT_PLACES = re.compile(rf"^(?:{_MONTHS}|May|{_WEEKDAYS}|I|The|A|My)\b")
 _SPEAKER_RE = re.compile(r"[^\w.-]+")
-_CLAUSE_RE = re.compile(r"[^.!?;\n]+[.!?]?")
+_CLAUSE_RE = re.compile(r"(?:[^.!?;\n]|[.!?](?=\S))+[.!?]*")  # "sam@example.com" is one
 NOTE_WORDS = 16  # a note is at most this many words of the message, around the fact
 NOTE_RE = re.compile(r"^- #(\d+) ([\w.-]+), ([a-z/]+): (.+)$")
 
@@ -225,10 +225,13 @@ def outline(messages: Iterable[Message], roles: tuple[str, ...] = ("user",)) -> 
     for m in messages:
         if m.role not in roles:
             continue
-        first = _CLAUSE_RE.search(m.content)
-        if first is None or not first.group().strip():
+        words: list[str] = []
+        for clause in _CLAUSE_RE.finditer(m.content):  # "Hi!" alone says little: go on
+            words += clause.group().split()
+            if len(words) >= 4:
+                break
+        if not words:
             continue
-        words = first.group().split()
         cut = " ".join(words[:OUTLINE_WORDS]) + (" …" if len(words) > OUTLINE_WORDS else "")
         lines.append(f"- #{m.seq} {speaker(m)}: {cut}")
     return lines
@@ -251,7 +254,9 @@ def recap_by_rules(
     for f in extract_facts(messages):
         facts.append(f.note)
     lines += outline(messages) or outline(messages, ("user", "assistant"))
-    facts, lines = _unique(facts), _unique(lines)
+    facts = _unique(facts)
+    noted = [squash(line.split(": ", 1)[-1]) for line in facts]
+    lines = [ln for ln in _unique(lines) if not any(_said(ln) in n for n in noted)]
 
     def render() -> str:
         parts = []
@@ -268,11 +273,16 @@ def recap_by_rules(
     return text
 
 
+def _said(line: str) -> str:
+    """What a note or outline line quotes (the whole line for any other)."""
+    return squash(line.split(": ", 1)[-1] if line.startswith("- #") else line).rstrip(" .…")
+
+
 def _unique(lines: list[str]) -> list[str]:
     seen: set[str] = set()
     out = []
     for line in lines:
-        key = squash(line.split(": ", 1)[-1]) if line.startswith("- #") else squash(line)
+        key = _said(line)
         if key not in seen:
             seen.add(key)
             out.append(line)

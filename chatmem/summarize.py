@@ -118,8 +118,9 @@ _TRANSCRIPT_LINE_RE = re.compile(r"^\s*(?:[-*]\s*)?\[\s*(\d+)\s*\]\s*[\w.-]+\s*:
 _QUOTE_RE = re.compile(r'"([^"\n]+)"|“([^”\n]+)”')
 _RUN_RE = re.compile(r"(.{4,60}?)\1{5,}", re.DOTALL)  # the same text 6 times back to back
 LOOP_LINES = 3  # the same line this often is a loop
-LOOP_GRAMS = 4  # the same three words this often, making up LOOP_SHARE of the words
-LOOP_SHARE = 0.3
+LOOP_GRAMS = 4  # the same LOOP_WORDS words this often, making up LOOP_SHARE of the words
+LOOP_WORDS = 6  # longer than a list's "- The user's" that starts every line
+LOOP_SHARE = 0.5
 QUOTE_WORDS = 3  # a quoted span (or a message line) this long must be found in the input
 
 
@@ -143,12 +144,12 @@ def _loop(text: str, source: str) -> str | None:
     if run and run.group(0) not in source:
         return f"{run.group(1)[:40]!r} repeats back to back"
     tokens = text.split()
-    grams = _grams(tokens, 3)
+    grams = _grams(tokens, LOOP_WORDS)
     for gram in set(grams):
         n = grams.count(gram)
         if (
             n >= LOOP_GRAMS
-            and n * 3 >= LOOP_SHARE * len(tokens)
+            and n * LOOP_WORDS >= LOOP_SHARE * len(tokens)
             and source.count(squash(" ".join(gram))) < LOOP_GRAMS
         ):
             return f"{' '.join(gram)[:40]!r} repeats {n} times"
