@@ -14,9 +14,10 @@ asked in a resumed session:
 * facts kept by summaries: the newest summary contains it.
 
 Time to first token (TTFT), side by side in one run: the end state's last request, with a new
-question word each time (so llama.cpp evaluates a new tail, as in a turn), timed alternately
-with nothing else running ("ordinary") and while a fold of the whole held history runs over and
-over on another thread ("during a fold"). The chat's own turns are timed too: a turn sent while
+word each time (so llama.cpp evaluates a new tail, as in a turn), timed in turn with nothing
+else running ("ordinary"), with a fold of the whole held history started on another thread at
+the same instant ("during a fold"), and with such folds run back to back until the first token
+(a stress case). The chat's own turns are timed too: a turn sent while
 a fold was in progress, the turn after a fold landed (the recap changed, so the prompt is
 evaluated anew), and the others.
 
@@ -154,38 +155,50 @@ def _ask_facts(
     return out
 
 
+CONDITIONS = ("ordinary", "during a fold", "folds back to back")
+
+
 def _ttft_pairs(bot: ChatMemory, timed: _Timed, reps: int) -> dict[str, list[float]]:
-    """The last request with a new word each time, alternately alone and during a fold."""
+    """The last request with a new word each time, in turn: alone; with one fold of the whole
+    held history started on another thread at the same instant (what a reply sent as a fold
+    starts meets); with folds run back to back on that thread until the first token (a
+    stress case: a real fold runs once)."""
     assert bot.last_context is not None
     base = [dict(m) for m in bot.last_context.messages]
     held = list(bot.memory.messages)
     previous = bot.summary or None
     cap = bot.memory.summary_cap
-    out: dict[str, list[float]] = {"ordinary": [], "during a fold": [], "fold_s": []}
+    out: dict[str, list[float]] = {name: [] for name in CONDITIONS}
+    out["fold_s"] = []
     words = ["apples", "rivers", "lamps", "boots", "clouds", "violins", "maps", "kites"]
-    for i in range(reps * 2):
-        during = i % 2 == 1
+    for i in range(reps * len(CONDITIONS)):
+        condition = CONDITIONS[i % len(CONDITIONS)]
         messages = [dict(m) for m in base]
         messages[-1]["content"] += f" (Answer about {words[i % len(words)]} {i}.)"
         stop = threading.Event()
         fold_times: list[float] = []
 
-        def fold_loop(stop: threading.Event = stop, fold_times: list[float] = fold_times) -> None:
-            while not stop.is_set():
+        def fold(
+            stop: threading.Event = stop,
+            fold_times: list[float] = fold_times,
+            again: bool = condition == "folds back to back",
+        ) -> None:
+            while True:
                 t = time.perf_counter()
                 bot.summarizer.summarize(previous, held, cap)
                 fold_times.append(time.perf_counter() - t)
+                if not again or stop.is_set():
+                    return
 
-        worker = threading.Thread(target=fold_loop, name="chatmem-fold-bench")
-        if during:
+        worker = threading.Thread(target=fold, name="chatmem-fold-bench")
+        if condition != "ordinary":
             worker.start()
-            time.sleep(0.05)  # the fold is under way
         timed(messages, max_reply_tokens=8).read()
         stop.set()
-        if during:
+        if condition != "ordinary":
             worker.join()
             out["fold_s"] += fold_times
-        out["during a fold" if during else "ordinary"].append(timed.calls[-1]["ttft"])
+        out[condition].append(timed.calls[-1]["ttft"])
     return out
 
 
@@ -239,6 +252,7 @@ def run_bench(args: argparse.Namespace) -> Report:
     ordinary = statistics.median(pairs["ordinary"])
     during = statistics.median(pairs["during a fold"])
     ratio = during / ordinary if ordinary else None
+    stress = statistics.median(pairs["folds back to back"])
     by_kind: dict[str, list[float]] = {}
     for row in turn_rows:
         by_kind.setdefault(row["kind"], []).append(row["ttft"])
@@ -255,6 +269,8 @@ def run_bench(args: argparse.Namespace) -> Report:
         ["TTFT ordinary, median", fmt_seconds(ordinary)],
         ["TTFT during a fold, median", fmt_seconds(during)],
         ["TTFT during a fold / ordinary", fmt_ratio(ratio)],
+        ["TTFT with folds back to back, median", fmt_seconds(stress)],
+        ["TTFT with folds back to back / ordinary", fmt_ratio(stress / ordinary)],
     ]
 
     def yes(flag: bool) -> str:
@@ -286,9 +302,10 @@ def run_bench(args: argparse.Namespace) -> Report:
             markdown_table(
                 ["fact", "expected", "in prompt", "answered", "in summary", "answer"], fact_rows
             ),
-            f"TTFT pairs ({reps} each, alternating; the same request with a new word): "
-            f"ordinary {[round(x, 3) for x in pairs['ordinary']]} s, during a fold "
-            f"{[round(x, 3) for x in pairs['during a fold']]} s.",
+            f"TTFT, {reps} of each, taken in turn (the end state's last request with a new "
+            "word): "
+            + "; ".join(f"{c} {[round(x, 3) for x in pairs[c]]} s" for c in CONDITIONS)
+            + ".",
             "The chat's own turns (sent right after the previous reply):",
             markdown_table(["turn", "count", "TTFT median", "TTFT max"], turn_table),
             "Newest summary:\n\n```\n" + summary + "\n```",
@@ -305,6 +322,7 @@ def run_bench(args: argparse.Namespace) -> Report:
         "fold_model_calls": len(fold_calls),
         "tokens_per_second": tps,
         "ttft_ratio": ratio,
+        "ttft_ratio_folds_back_to_back": stress / ordinary,
     }
 
     def chart(path: Path) -> Path:
