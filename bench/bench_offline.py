@@ -50,7 +50,7 @@ from bench._common import (
     save_chart,
     script_parser,
 )
-from bench.offline_script import FACTS, SYSTEM, TURNS
+from bench.offline_script import FACTS, SYSTEM, TURNS, set_threads
 from chatmem import ChatMemory, LocalChat, Settings
 from chatmem.events import EventKind
 from chatmem.models import ReplyStream
@@ -209,9 +209,7 @@ def run_bench(args: argparse.Namespace) -> Report:
         model.summarizes_by_rules = True  # type: ignore[attr-defined]
         rules_note = "folds by rules (summarizes_by_rules set on the instance by this run)"
     if args.threads:
-        import llama_cpp
-
-        llama_cpp.llama_set_n_threads(model._llm.ctx, args.threads, args.threads)
+        set_threads(model, args.threads)
     timed = _Timed(model)
     model.stream = timed  # type: ignore[method-assign]
     turns = TURNS[:14] if args.quick else TURNS

@@ -8,6 +8,7 @@ the end state and the word a correct answer (and a summary that kept the fact) c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 SYSTEM = "You are a friendly assistant. Be concise."
 
@@ -27,6 +28,16 @@ FACTS: tuple[ScriptFact, ...] = (
     ScriptFact("pet", "What is my dog called?", "Rex"),
     ScriptFact("decision", "How did we decide to travel?", "train"),
 )
+
+
+def set_threads(model: Any, threads: int) -> None:
+    """Run ``model`` (a ``LocalChat``) on ``threads`` llama.cpp threads, for generation and
+    for prompts alike. On a machine other processes keep busy, two prompt threads wait on each
+    other: a 40-token prompt took 8-14 s with two, 0.6 s with one."""
+    import llama_cpp
+
+    llama_cpp.llama_set_n_threads(model._llm.ctx, threads, threads)
+
 
 TURNS: tuple[str, ...] = (
     "Hi! My name is Sam.",

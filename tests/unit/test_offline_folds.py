@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bench.offline_script import FACTS, SYSTEM, TURNS
+from bench.offline_script import FACTS, SYSTEM, TURNS, set_threads
 from chatmem import ChatMemory, LocalChat, Settings
 from chatmem.events import EventKind
 from chatmem.facts import parse_notes
@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def local() -> LocalChat:
     model = LocalChat()
+    set_threads(model, 1)  # on a busy 2-core machine, one thread is many times faster
     if not getattr(model, "summarizes_by_rules", False):
         model.summarizes_by_rules = True  # type: ignore[attr-defined]
     return model
