@@ -176,15 +176,16 @@ class Folding:
         self.memory.set_summary(summary)
         self.fold_failures = 0
         usage = result.usage
-        self._stats.append(
-            TurnStat(
-                "summary",
-                None,
-                usage.prompt_tokens or 0,
-                usage.prompt_tokens,
-                usage.completion_tokens,
+        if result.calls:  # a summary written by rules made no call to count
+            self._stats.append(
+                TurnStat(
+                    "summary",
+                    None,
+                    usage.prompt_tokens or 0,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                )
             )
-        )
         self._versions.append(
             SummaryVersion(
                 number=len(self._versions) + 1,

@@ -61,6 +61,7 @@ def test_a_20_turn_chat_keeps_the_facts_in_its_summary(
     assert not [e for e in bot.events if e.kind == EventKind.FOLD_FAILED]
     assert all(e.data["calls"] == 0 for e in folds)
     assert len(calls.threads) == 20  # one call per reply, none for a summary
+    assert [s.kind for s in bot.stats] == ["chat"] * 20
     summary = bot.summary
     kept = [f.label for f in FACTS if f.expected.lower() in summary.lower()]
     assert len(kept) >= 5, (kept, summary)
