@@ -96,13 +96,14 @@ def summary_request(
 
 
 # -- the check a new summary must pass ------------------------------------------------------
-# The prompt's own words, less its example of a good line (a summary may well say "The user
-# asked the assistant to ..."): a run of ECHO_WORDS of them in a summary, and not in the
-# input, is the prompt echoed back.
+# The prompt's own words, less its first line and its example of a good line (a summary may
+# well say "between a user and an assistant" or "The user asked the assistant to ..."): a run
+# of ECHO_WORDS of them in a summary, and not in the input, is the prompt echoed back.
 ECHO_WORDS = 5
 _PROMPT_WORDS = " ".join(
     [
-        SUMMARY_SYSTEM_PROMPT.replace('("The user asked the assistant to ...")', ""),
+        SUMMARY_SYSTEM_PROMPT.replace('("The user asked the assistant to ...")', "")
+        .split("\n", 1)[1],  # not its first line: "a conversation between a user and ..."
         COMPRESS_INSTRUCTION,
         "Previous recap: (none yet) Newest messages: Write the updated recap. Recap:",
     ]
@@ -111,7 +112,8 @@ _PROMPT_WORDS = " ".join(
 _META_RE = re.compile(
     r"\b(?:the|this|my|original|updated|previous|new|above|your)\s+(?:recap|summary)\b[^.\n]{0,60}"
     r"\b(?:too long|rewr\w*|shorten\w*|compress\w*|\d+\s+words)"
-    r"|^\W*(?:here is|here's|i've rewritten|i have rewritten|i rewrote)\b",
+    r"|^\W*(?:(?:here is|here's) (?:the|your|an?|my) (?:\w+ )?(?:recap|summary)"
+    r"|i've rewritten|i have rewritten|i rewrote)\b",
     re.IGNORECASE | re.MULTILINE,
 )
 _TRANSCRIPT_LINE_RE = re.compile(r"^\s*(?:[-*]\s*)?\[\s*(\d+)\s*\]\s*[\w.-]+\s*:\s*(.+)$")

@@ -72,6 +72,12 @@ def test_an_echoed_instruction_is_rejected() -> None:
     copied = "- Keep every concrete fact: names, numbers, amounts, dates, places.\n- Sam."
     with pytest.raises(SummaryError, match="copies the summary instructions"):
         check_summary(copied, None, chat(), 500, count)
+    plain = (
+        "A conversation between a user and an assistant.\n- Here is the plan: a van.\n"
+        "- The user asked the assistant to book it."
+    )
+    assert summary_problems(plain, None, chat(), 500, count) == []
+    assert summary_problems("Here is the updated recap:\n- Sam.", None, chat(), 500, count)
 
 
 def test_an_over_cap_summary_is_rejected() -> None:
