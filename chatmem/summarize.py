@@ -102,8 +102,9 @@ def summary_request(
 ECHO_WORDS = 5
 _PROMPT_WORDS = " ".join(
     [
-        SUMMARY_SYSTEM_PROMPT.replace('("The user asked the assistant to ...")', "")
-        .split("\n", 1)[1],  # not its first line: "a conversation between a user and ..."
+        SUMMARY_SYSTEM_PROMPT.replace('("The user asked the assistant to ...")', "").split("\n", 1)[
+            1
+        ],  # not its first line: "a conversation between a user and ..."
         COMPRESS_INSTRUCTION,
         "Previous recap: (none yet) Newest messages: Write the updated recap. Recap:",
     ]
