@@ -100,11 +100,10 @@ def summary_request(
 # well say "between a user and an assistant" or "The user asked the assistant to ..."): a run
 # of ECHO_WORDS of them in a summary, and not in the input, is the prompt echoed back.
 ECHO_WORDS = 5
+_PROMPT_BODY = SUMMARY_SYSTEM_PROMPT.split("\n", 1)[1]  # all but the first line
 _PROMPT_WORDS = " ".join(
     [
-        SUMMARY_SYSTEM_PROMPT.replace('("The user asked the assistant to ...")', "").split("\n", 1)[
-            1
-        ],  # not its first line: "a conversation between a user and ..."
+        _PROMPT_BODY.replace('("The user asked the assistant to ...")', ""),
         COMPRESS_INSTRUCTION,
         "Previous recap: (none yet) Newest messages: Write the updated recap. Recap:",
     ]
