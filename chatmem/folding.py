@@ -30,6 +30,7 @@ from chatmem.sync import StoreSync
 
 log = logging.getLogger("chatmem.session")
 
+RULES_AUTHOR = "rules (no model call)"  # the author of a summary written by chatmem.facts
 FOLD_ATTEMPTS = 3  # a fold that loses the race to another session's is rebuilt this often
 
 
@@ -158,7 +159,8 @@ class Folding:
         rebuilt: int,
     ) -> Event:
         before = sum(m.tokens for m in messages) + (plan.previous.tokens if plan.previous else 0)
-        summary = self._summary(result.text, covers, self.summarizer.model.name, time.time())
+        author = RULES_AUTHOR if result.by_rules else self.summarizer.model.name
+        summary = self._summary(result.text, covers, author, time.time())
         stored = self._journal.add_summary(
             summary.text,
             summary.tokens,
@@ -174,15 +176,16 @@ class Folding:
         self.memory.set_summary(summary)
         self.fold_failures = 0
         usage = result.usage
-        self._stats.append(
-            TurnStat(
-                "summary",
-                None,
-                usage.prompt_tokens or 0,
-                usage.prompt_tokens,
-                usage.completion_tokens,
+        if result.calls:  # a summary written by rules made no call to count
+            self._stats.append(
+                TurnStat(
+                    "summary",
+                    None,
+                    usage.prompt_tokens or 0,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                )
             )
-        )
         self._versions.append(
             SummaryVersion(
                 number=len(self._versions) + 1,

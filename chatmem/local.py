@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Iterator, Mapping
 from importlib import util as importlib_util
@@ -31,6 +32,11 @@ log = logging.getLogger(__name__)
 LOCAL_MODEL_NAME = "SmolLM2-135M-Instruct"
 LOCAL_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LOCAL_CONTEXT_WINDOW = 4096
+# llama.cpp threads, for generation and for prompts alike: half the cores. Its default runs
+# prompts on every core, and where other processes keep the cores busy those threads wait on
+# each other: a 40-token prompt took 8-14 s with two threads on a busy 2-core machine, 0.6 s
+# with one (``python -m bench.bench_offline``).
+LOCAL_THREADS = max(1, (os.cpu_count() or 2) // 2)
 
 # Sampling for a small model: a low temperature, top-k/top-p and a fixed seed keep its answers
 # steady. No repeat penalty: on SmolLM2-135M it cost recall (the name asked back 15/24 with 1.2,
@@ -100,7 +106,11 @@ def _load_llama(path: Path, n_ctx: int) -> Any:
                 raise ModelError(LOCAL_INSTALL_HINT, kind="local_model", retryable=False) from exc
             try:
                 _local_llm[key] = llama_cpp.Llama(
-                    model_path=str(path), n_ctx=n_ctx, verbose=False, n_threads=None
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    verbose=False,
+                    n_threads=LOCAL_THREADS,
+                    n_threads_batch=LOCAL_THREADS,
                 )
             except Exception as exc:  # llama.cpp raises ValueError/RuntimeError on bad files
                 raise ModelError(

@@ -60,7 +60,7 @@ _RECAP_LINE_RE = re.compile(
 _QUESTION_RE = re.compile(r"what(?:'s| is| are) my ([a-z][a-z ]{0,30}?)\??$", re.IGNORECASE)
 _ECHO_PREFIX = "You said:"
 _REPLY_FILLER = ["the", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog"]
-_RECAP_FILLER = ["Recap", "filler."]
+_RECAP_FILLER = "Recap filler {}."  # numbered: the same words over and over read as a loop
 _NO_FACTS = "- No durable facts yet."
 
 
@@ -161,8 +161,8 @@ def build_recap(texts: list[str], summary_words: int | None = None) -> str:
             kept.append(" ".join(line_words[:remaining]))
             remaining -= len(line_words)
         return "\n".join(kept)
-    filler = [_RECAP_FILLER[i % len(_RECAP_FILLER)] for i in range(target - len(words))]
-    return recap + "\n" + " ".join(filler)
+    filler = " ".join(_RECAP_FILLER.format(i) for i in range(target - len(words))).split()
+    return recap + "\n" + " ".join(filler[: target - len(words)])
 
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str | None:

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "chatmem"
 LAYERS: list[set[str]] = [
     {"chatmem.errors", "chatmem.events", "chatmem.text", "chatmem.redact", "chatmem.framing"},
     {"chatmem.tokens", "chatmem.store"},
-    {"chatmem.config", "chatmem.memory", "chatmem.adaptive", "chatmem.request"},
+    {"chatmem.config", "chatmem.memory", "chatmem.adaptive", "chatmem.request", "chatmem.facts"},
     {
         "chatmem.servers",
         "chatmem.replies",
