@@ -33,7 +33,7 @@ FULL = "full history"
 TRIM = "trimming only"
 ROLLING = "rolling summary"
 STRATEGIES = (FULL, TRIM, ROLLING)
-ANSWER_TOKENS = 48  # the cap on each answer to a final question: "Your name is Sam." fits
+ANSWER_TOKENS = 32  # the cap on each answer to a final question: "Your name is Sam." fits
 
 
 @dataclass(frozen=True)
