@@ -36,6 +36,13 @@ DEFAULT_TURNS = 20
 LOCAL_REPLY_TOKENS = 128  # the local model rambles; shorter replies keep the replay quick
 MIN_TURNS = max(q.said_at_turn for q in FACT_QUESTIONS)  # every early fact has been said
 DEFAULT_BUDGET = 600
+LOCAL_TIME_NOTE = (
+    "On the bundled local model, the default replay (20 turns, scripted replies) asks the "
+    f"model only the {3 * len(FACT_QUESTIONS)} final questions: measured at 1½ to 6 minutes "
+    "on a shared 2-core machine (load average 5 to 6; the fastest with llama.cpp evaluating "
+    "prompts on one thread), folds making no model call. With replies from the model, each "
+    "turn adds three model calls."
+)
 
 
 def render_compare_page() -> None:
@@ -109,13 +116,6 @@ def render_compare_page() -> None:
             "at the end, e.g. “What is my name?”.",
             icon=":material/info:",
         )
-
-
-LOCAL_TIME_NOTE = (
-    "On the bundled local model, the default replay (20 turns, scripted replies) takes about "
-    "a minute on a 2-core machine: the model answers only the final questions. With replies "
-    "from the model, allow several times longer."
-)
 
 
 def time_left(seconds: float | None) -> str:
