@@ -38,10 +38,9 @@ MIN_TURNS = max(q.said_at_turn for q in FACT_QUESTIONS)  # every early fact has 
 DEFAULT_BUDGET = 600
 LOCAL_TIME_NOTE = (
     "On the bundled local model, the default replay (20 turns, scripted replies) asks the "
-    f"model only the {3 * len(FACT_QUESTIONS)} final questions: measured at 1½ to 6 minutes "
-    "on a shared 2-core machine (load average 5 to 6; the fastest with llama.cpp evaluating "
-    "prompts on one thread), folds making no model call. With replies from the model, each "
-    "turn adds three model calls."
+    f"model only the {3 * len(FACT_QUESTIONS)} final questions, and folds make no model "
+    "call: about a minute on a 2-core machine (57 s measured at load average 2.5, 95 s at "
+    "5 to 6). With replies from the model, each turn adds three model calls."
 )
 
 
