@@ -2,7 +2,8 @@
 
 Names, numbers, dates and decisions are stated early (turns 1-10) and never repeated, so a
 memory that only keeps the latest turns forgets them and a rolling summary keeps them. The
-compare page replays ``USER_TURNS`` and then asks ``FACT_QUESTIONS``.
+compare page replays ``USER_TURNS`` (with ``ASSISTANT_REPLIES`` as the assistant's side when
+the replies are scripted) and then asks ``FACT_QUESTIONS``.
 
 Facts are phrased ``my <thing> is <value>`` so they read naturally and so the test server in
 ``tests/fakes`` (which answers ``What is my <thing>?`` from such statements) can check them.
@@ -10,6 +11,7 @@ Facts are phrased ``my <thing> is <value>`` so they read naturally and so the te
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 SYSTEM_PROMPT = "You are a friendly travel assistant. Be concise."
@@ -93,6 +95,76 @@ USER_TURNS: tuple[str, ...] = (
     "Thanks! Could you summarise the plan for the week in a few lines?",
 )
 
+ASSISTANT_REPLIES: tuple[str, ...] = (
+    # The assistant's side of the script, one reply per user turn. Replayed with "scripted"
+    # replies, so a small model only answers the final questions. No reply repeats an early
+    # fact: whatever a strategy still knows of them comes from the user's own words.
+    "Nice to meet you! A week in Lisbon is a great choice. Tell me what you have so far.",
+    "Lovely, a trip together. I will keep the plan easy for a first visit to Portugal.",
+    "Noted. Lisbon is good value, so that leaves room for a few nice meals.",
+    "Good, that is a full week. Mid-March is mild and less crowded than summer.",
+    "Thanks, I have your arrival. A late morning landing leaves the afternoon free.",
+    "Understood. I will flag restaurants where that needs a word with the staff.",
+    "Alfama is a charming choice: old lanes, viewpoints and fado nearby.",
+    "No early starts, then. I will plan every day from mid-morning.",
+    "Noted, the new figure replaces the old one.",
+    "A gentle first day. The walk is short and mostly downhill.",
+    "The metro red line runs from the airport to the centre in about 25 minutes.",
+    "Yes, with lifts at most stations. Avoid the morning rush if you can.",
+    "The card itself costs a small fee; top it up at any metro machine with cash or card.",
+    "Try Príncipe Real, Chiado and the riverside from Cais do Sodré to the Ribeira market.",
+    "Tram 28 is charming but crowded. Ride it early in the day or from the end of the line.",
+    "Around a quarter past seven in the evening, so plan viewpoints for about 6:45.",
+    "Miradouro da Senhora do Monte has a wide view and fewer people than the others.",
+    "Look for a small casa de fado in Mouraria and book ahead; the tiny ones are quietest.",
+    "Two or three days ahead is usually enough; a week for the popular places.",
+    "Expect roughly 12 to 18 euros for a main course in a mid-range place.",
+    "Not expected. Rounding up or leaving 5 to 10 percent for good service is kind.",
+    "Sintra for palaces and forest, Cascais for the sea. Sintra is the classic first visit.",
+    "Trains leave Rossio station every 20 minutes and take about 40 minutes.",
+    "Pena Palace if you like colour and views; Quinta da Regaleira for gardens and wells.",
+    "Yes, timed tickets online save a long wait, especially at Pena.",
+    "Layers and a light rain jacket. March has showers but many bright days.",
+    "There are several small bakeries in the lanes around the cathedral. Go early for warm ones.",
+    "A bica is a short espresso; a galão is a tall milky coffee served in a glass.",
+    "The National Tile Museum is a good pick for a rainy afternoon.",
+    "Most people spend about two hours there, including the church and the café.",
+    "Yes, Sunday is lively there, with a market and the shops open.",
+    "Take tram 15 from Praça da Figueira or a train from Cais do Sodré to Belém.",
+    "The Padrão has the open riverside view; the tower is lovelier from the lawn at dusk.",
+    "Plan on about 60 to 90 euros a person for a special dinner with wine.",
+    "The Campo de Ourique market is pleasant on a Saturday morning.",
+    "It is busy at lunch and dinner; mid-afternoon is calmer and you still get a seat.",
+    "Yes: a market visit, three or four dishes cooked together, then lunch with wine.",
+    "Lisbon is generally safe at night. Keep to lit streets and watch for pickpockets.",
+    "Some are steep. Trams, funiculars and the odd lift spare the knees.",
+    "The Bica and Glória funiculars are short, scenic and save a steep climb.",
+    "Small shops sometimes do; larger shops and malls stay open all day.",
+    "Cards work almost everywhere. Carry a little cash for small cafés and markets.",
+    "Bom dia, obrigada, a conta por favor, and sem glúten or sem carne when needed.",
+    "Livraria Bertrand in Chiado claims to be the oldest bookshop still open.",
+    "Yes, several operators run sunset cruises in March; about two hours on the river.",
+    "Tuesday and Saturday mornings, near the Pantheon.",
+    "Tile museum in the morning, lunch in a tasca, then a slow café afternoon.",
+    "Carcavelos is easy by train from Cais do Sodré, with a long sandy beach.",
+    "A sour cherry liqueur, drunk in tiny bars near Rossio, often in a chocolate cup.",
+    "There are good vegetarian places in Príncipe Real and near Intendente.",
+    "Plan about three hours for the museum and the garden together.",
+    "The lift is fun but queues are long; the view from Largo do Carmo is similar and free.",
+    "Small bars in Bairro Alto and Cais do Sodré have jazz and indie nights.",
+    "Mid-March is quiet for festivals, but there are concerts and exhibitions most weeks.",
+    "Tinned fish in pretty boxes, a tile, or a bottle of port are easy to carry home.",
+    "Ride-hailing is usually cheaper than taxis and easy to use.",
+    "A café in Príncipe Real garden or a quiet one in Chiado suits an hour of reading.",
+    "It is very good for adults too, with a large central tank and calm lighting.",
+    "Yes, the coastal line is scenic: see the old town, the bay and the cliffs at Boca do Inferno.",
+    "Do Sintra on a weekday to avoid crowds and keep Belém for a lighter day.",
+    "A sunset viewpoint, then a relaxed dinner near the hotel.",
+    "Leave about two and a half hours before your flight; the metro is quick.",
+    "Take it slowly, sit down often, and leave room for surprises. Enjoy it together!",
+    "Arrival and a slow walk; Belém; Sintra; a rainy-day museum; Cascais; fado; a last sunset.",
+)
+
 FACT_QUESTIONS: tuple[FactQuestion, ...] = (
     FactQuestion("What is my name?", "Sam", 1),
     FactQuestion("What is my travel partner?", "Priya", 2),
@@ -113,6 +185,7 @@ def user_turns(count: int | None = None) -> list[str]:
     return list(USER_TURNS[:count])
 
 
-def knows(answer: str, fact: FactQuestion) -> bool:
-    """True if ``answer`` states the fact (a case-insensitive substring check)."""
-    return fact.expected.lower() in answer.lower()
+def knows(text: str, fact: FactQuestion) -> bool:
+    """True if ``text`` states the fact: its expected words, whole, in any case ("Sam" is
+    not found in "same")."""
+    return re.search(rf"(?<!\w){re.escape(fact.expected)}(?!\w)", text, re.IGNORECASE) is not None

@@ -76,18 +76,35 @@ def test_conversations_page_before_anything_is_saved(app: AppTest) -> None:
     assert app.file_uploader
 
 
-def test_compare_replays_the_sample_against_the_fake(app: AppTest, fake: FakeServerProcess) -> None:
+def _replay(app: AppTest, replies: str | None = None) -> None:
     app.switch_page("pages/compare.py").run()
     assert app.number_input(key="compare_turns").value == 20
-    app.number_input(key="compare_turns").set_value(10)
+    app.number_input(key="compare_turns").set_value(12)
     app.number_input(key="compare_max_tokens").set_value(300)
     app.number_input(key="compare_keep_recent").set_value(2)
+    if replies is not None:
+        app.radio(key="compare_replies").set_value(replies)
     next(b for b in app.button if b.label == "Run the replay").click().run(timeout=60)
     assert not app.exception, app.exception
+
+
+def _metrics(app: AppTest, name: str) -> dict[str, str]:
+    box = app.get("flex_container")
+    found = [c for c in box if getattr(c, "key", None) == f"compare_{name.replace(' ', '_')}"]
+    assert len(found) == 1, name
+    return {m.label: m.value for m in found[0].get("metric")}
+
+
+def test_compare_replays_the_sample_against_the_fake(app: AppTest, fake: FakeServerProcess) -> None:
+    # a hosted model: the replayed turns get the model's replies by default
+    app.switch_page("pages/compare.py").run()
+    assert app.radio(key="compare_replies").value == "from the model"
+    _replay(app)
     result = app.session_state[RESULT_KEY]
     assert isinstance(result, ReplayResult)
-    assert result.turns == 10
-    assert all(len(run.prompt_tokens) == 10 for run in result.runs.values())
+    assert result.turns == 12
+    assert not result.scripted
+    assert all(len(run.prompt_tokens) == 12 for run in result.runs.values())
     assert result.score(FULL) == len(FACT_QUESTIONS)
     assert result.score(TRIM) < result.score(ROLLING)
     # the trimmed strategy never sends more than the budget; the full history grows past it
@@ -96,14 +113,64 @@ def test_compare_replays_the_sample_against_the_fake(app: AppTest, fake: FakeSer
     assert max(result.runs[FULL].prompt_tokens) > 300
     table = app.dataframe[0].value
     row = table[table["question"] == "What is my name?"].iloc[0]
-    assert row[FULL] == "✓ Your name is Sam."
-    assert row[ROLLING] == "✓ Your name is Sam."
-    assert row[TRIM] == "✗ I don't know your name."
+    assert row[f"{FULL}: model"] == "✓ Your name is Sam."
+    assert row[f"{ROLLING}: model"] == "✓ Your name is Sam."
+    assert row[f"{TRIM}: model"] == "✗ I don't know your name."
+    assert row[f"{FULL}: memory"] == "✓ verbatim"
+    assert "summary" in row[f"{ROLLING}: memory"]
+    assert row[f"{TRIM}: memory"] == "✗ not sent"
     assert len(fake.control.requests("summary")) >= 1
+    # every replayed turn and every question was a chat request: 3 strategies
+    assert len(fake.control.requests("chat")) == 3 * (12 + len(FACT_QUESTIONS))
     # the result survives a rerun and a page switch
     app.switch_page("pages/chat.py").run()
     app.switch_page("pages/compare.py").run()
     assert app.dataframe[0].value.equals(table)
+
+
+def test_compare_shows_memory_beside_a_model_that_forgets(
+    app: AppTest, fake: FakeServerProcess
+) -> None:
+    """Scripted replies; the fake model answers no fact question, whatever it is sent."""
+    fake.control.config(forget=True)
+    _replay(app, "scripted")
+    result = app.session_state[RESULT_KEY]
+    assert isinstance(result, ReplayResult) and result.scripted
+    # the model was called only for the questions (and the summaries)
+    assert len(fake.control.requests("chat")) == 3 * len(FACT_QUESTIONS)
+    questions = len(FACT_QUESTIONS)
+    shown = {name: _metrics(app, name) for name in (FULL, TRIM, ROLLING)}
+    for name in (FULL, ROLLING):  # the memory kept every fact; the model answered none
+        assert shown[name]["Memory kept"] == f"{questions} of {questions}", name
+        assert shown[name]["Model answered"] == f"0 of {questions}", name
+    trimmed = result.memory_score(TRIM)
+    assert trimmed < questions
+    assert shown[TRIM]["Memory kept"] == f"{trimmed} of {questions}"
+    table = app.dataframe[0].value
+    row = table[table["question"] == "What is my name?"].iloc[0]
+    assert row[f"{ROLLING}: memory"].startswith("✓ ")
+    assert row[f"{ROLLING}: model"] == "✗ I don't know your name."
+    assert row[f"{TRIM}: memory"] == "✗ not sent"
+
+
+def test_compare_server_error_is_plain_words_and_keeps_the_inputs(
+    app: AppTest, fake: FakeServerProcess
+) -> None:
+    fake.control.fail(*[{"kind": "500"}] * 40)
+    _replay(app, "scripted")
+    errors = [e.value for e in app.error]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("The model server failed: "), errors
+    assert "internal error (HTTP 500)" in errors[0]
+    assert "Traceback" not in errors[0]
+    assert app.number_input(key="compare_turns").value == 12
+    assert app.number_input(key="compare_max_tokens").value == 300
+    assert app.number_input(key="compare_keep_recent").value == 2
+    assert app.radio(key="compare_replies").value == "scripted"
+    result = app.session_state[RESULT_KEY]
+    # no model answer, yet what each memory kept is still measured from the requests built
+    assert all(not run.answers for run in result.runs.values())
+    assert result.memory_score(FULL) == len(FACT_QUESTIONS)
 
 
 def test_settings_error_is_one_plain_error(

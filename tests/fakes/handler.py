@@ -346,7 +346,7 @@ class _Handler(BaseHTTPRequestHandler):
         if summary:
             reply = build_recap(message_texts(messages), config.get("summary_words"))
         else:
-            reply = chat_reply(messages, config.get("reply_words"))
+            reply = chat_reply(messages, config.get("reply_words"), bool(config.get("forget")))
         limit = request.get("max_completion_tokens") or request.get("max_tokens")
         truncated = False
         if isinstance(limit, int) and limit > 0:

@@ -47,6 +47,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "context_window": None,  # prompt tokens above this -> 400 context_length_exceeded
     "reply_words": None,  # pad chat echo replies with filler up to this many words
     "summary_words": None,  # pad/truncate recaps to exactly this many words
+    "forget": False,  # answer every fact question "I don't know", even with the fact sent
     "models": ["gpt-4o-mini", "gpt-4o", "fake-model"],
     "embedding_dims": 256,
     "shape": None,  # also answer as llama-server, vllm or ollama (see shapes.py)
@@ -172,13 +173,16 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def chat_reply(messages: list[dict[str, Any]], reply_words: int | None = None) -> str:
-    """The deterministic chat reply (see the module docstring)."""
+def chat_reply(
+    messages: list[dict[str, Any]], reply_words: int | None = None, forget: bool = False
+) -> str:
+    """The deterministic chat reply (see the module docstring); with ``forget``, a model that
+    does not use what it is sent: every fact question gets ``I don't know your <key>.``"""
     last = (_last_user_text(messages) or "").strip()
     question = _QUESTION_RE.search(last)
     if question:
         key = " ".join(question.group(1).split()).lower()
-        facts = extract_facts(message_texts(messages))
+        facts = {} if forget else extract_facts(message_texts(messages))
         if key in facts:
             return f"Your {key} is {facts[key]}."
         return f"I don't know your {key}."
