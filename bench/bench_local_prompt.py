@@ -84,6 +84,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "system": "You are a friendly assistant talking with a user. Be concise.",
     },
     "rp1.0+ng0": {"sampling": {"repeat_penalty": 1.0, "no_repeat_ngram": 0}},
+    "open0": {"sampling": {"no_repeat_opening": 0}},
     "rp1.2+ng0": {"sampling": {"repeat_penalty": 1.2, "no_repeat_ngram": 0}},
     "rp1.0+top_k20": {"sampling": {"repeat_penalty": 1.0, "top_k": 20}},
 }

@@ -52,6 +52,11 @@ SAMPLING: dict[str, Any] = {
 }
 # A reply may not repeat this many tokens in a row from itself or an earlier reply (0: off).
 NO_REPEAT_NGRAM = 8
+# A reply may not begin with the token an earlier reply in the request began with (0: off).
+# Without it SmolLM2-135M opens every reply as its last one did and goes on alike ("Bergen,
+# the capital of Norway…" for 18 turns running); with it, the same 20-turn chat got varied
+# replies and "Your name is Sam." after a fold (README, The bundled model).
+NO_REPEAT_OPENING = 1
 # Whether recap and recalled blocks join the system message when the model has a real chat
 # template too (the plain fallback always does so).
 MEMORY_IN_SYSTEM = False
@@ -173,6 +178,7 @@ class LocalChat:
         self._run_lock = threading.Lock()  # one generation at a time: llama.cpp is not reentrant
         self.sampling = {**SAMPLING, **(sampling or {})}
         self.no_repeat_ngram = self.sampling.pop("no_repeat_ngram", NO_REPEAT_NGRAM)
+        self.no_repeat_opening = self.sampling.pop("no_repeat_opening", NO_REPEAT_OPENING)
         self.format = prompt_format or prompt_format_of(
             self._llm, memory_in_system=memory_in_system
         )
@@ -216,7 +222,7 @@ class LocalChat:
             for m in messages
             if m.get("role") == "assistant"
         ]
-        blocker = NoRepeatNgrams(prompt_len, earlier, self.no_repeat_ngram)
+        blocker = NoRepeatNgrams(prompt_len, earlier, self.no_repeat_ngram, self.no_repeat_opening)
         return llama_cpp.LogitsProcessorList([blocker])
 
     def stream(self, messages: list[dict[str, Any]], *, max_reply_tokens: int) -> ReplyStream:

@@ -266,16 +266,24 @@ class NoRepeatNgrams:
     """A llama-cpp-python logits processor: the reply may not repeat ``n`` tokens in a row that
     it, or an earlier reply of the conversation, already wrote. A small model otherwise copies
     its previous answer word for word, turn after turn; facts (a name, a number) are shorter
-    than ``n`` tokens and stay free to repeat."""
+    than ``n`` tokens and stay free to repeat. With ``opening``, the reply's first tokens may
+    not follow any earlier reply's first tokens either (1: it may not open with the same token).
+    """
 
-    def __init__(self, prompt_len: int, earlier: Sequence[Sequence[int]], n: int = 8) -> None:
+    def __init__(
+        self, prompt_len: int, earlier: Sequence[Sequence[int]], n: int = 8, opening: int = 0
+    ) -> None:
         self._start = prompt_len
         self._n = n
         self._seen: dict[tuple[int, ...], set[int]] = {}
         self._added = 0  # reply tokens whose n-gram is in the table
+        # the reply's first ``opening`` tokens may not follow an earlier reply's opening
+        self._openings: dict[tuple[int, ...], set[int]] = {}
         for tokens in earlier:
             for i in range(len(tokens) - n + 1):
                 self._add(tuple(tokens[i : i + n]))
+            for k in range(min(opening, len(tokens))):
+                self._openings.setdefault(tuple(tokens[:k]), set()).add(tokens[k])
 
     def _add(self, gram: tuple[int, ...]) -> None:
         self._seen.setdefault(gram[:-1], set()).add(gram[-1])
@@ -287,8 +295,9 @@ class NoRepeatNgrams:
             self._added += 1
             if self._added >= n:
                 self._add(tuple(reply[self._added - n : self._added]))
+        banned = set(self._openings.get(tuple(reply), ()))
         if len(reply) >= n - 1:
-            banned = self._seen.get(tuple(reply[len(reply) - n + 1 :]))
-            if banned:
-                scores[sorted(banned)] = float("-inf")
+            banned |= self._seen.get(tuple(reply[len(reply) - n + 1 :]), set())
+        if banned:
+            scores[sorted(banned)] = float("-inf")
         return scores

@@ -208,6 +208,21 @@ def test_a_reply_may_not_copy_n_tokens_from_an_earlier_reply_or_itself() -> None
     assert banned([5, 1, 2, 9, 5, 1]) == [2]  # nor its own "5 1 2"
 
 
+def test_a_reply_may_not_open_as_an_earlier_reply_did() -> None:
+    import numpy as np
+
+    prompt = [7, 7]
+    block = NoRepeatNgrams(len(prompt), earlier=[[1, 2, 3], [1, 4], [5]], n=8, opening=1)
+
+    def banned(ids: list[int]) -> list[int]:
+        scores = block([*prompt, *ids], np.zeros(10, dtype=np.single))
+        return [i for i, s in enumerate(scores) if s == -np.inf]
+
+    assert banned([]) == [1, 5]  # the first tokens of the earlier replies
+    assert banned([2]) == []  # past the opening: free
+    assert NoRepeatNgrams(0, earlier=[[1, 2]], n=8)([], np.zeros(3, dtype=np.single)).min() == 0
+
+
 ALTERNATING_ONLY = (  # refuses two user messages in a row, as some templates do
     "{% for message in messages %}{% if loop.index0 > 0 and message['role'] == "
     "messages[loop.index0 - 1]['role'] %}{{ raise_exception('Roles must alternate') }}{% endif %}"
