@@ -168,7 +168,7 @@ def extract_facts(messages: Iterable[Message]) -> list[Fact]:
         for kind, pattern, group in _RULES:
             for match in pattern.finditer(m.content):
                 value = match.group(group).strip(" ,.;:")
-                if not value or not _plausible(kind, value):
+                if not value or not _plausible(kind, value) or _asked(m.content, match.end()):
                     continue
                 text = _clause_words(m.content, match.start(group), match.end(group))
                 kinds, values, _ = found.setdefault(text, ([], [], match.start()))
@@ -179,6 +179,13 @@ def extract_facts(messages: Iterable[Message]) -> list[Fact]:
         for text, (kinds, values, _) in sorted(found.items(), key=lambda kv: kv[1][2]):
             out.append(Fact(m.seq, speaker(m), "/".join(kinds), "; ".join(values), text))
     return _merge(out)
+
+
+def _asked(content: str, pos: int) -> bool:
+    """Whether the sentence going on at ``pos`` is a question ("How long is a train ride from
+    Oslo?" states no place)."""
+    end = re.search(r"[.!?\n]", content[pos:])
+    return end is not None and end.group() == "?"
 
 
 def _plausible(kind: str, value: str) -> bool:
@@ -262,8 +269,8 @@ def recap_by_rules(
         parts = []
         if facts:
             parts += [FACTS_HEADING, *facts]
-        if lines:
-            parts += [OUTLINE_HEADING, *lines]
+        if lines:  # a blank line first, so Markdown does not run it into the last note
+            parts += ["", OUTLINE_HEADING, *lines] if parts else [OUTLINE_HEADING, *lines]
         return "\n".join(parts)
 
     text = render()

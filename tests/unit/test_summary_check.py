@@ -124,6 +124,21 @@ def test_an_assistant_invention_is_no_fact() -> None:
     assert extract_facts(told) == []
 
 
+def test_a_question_states_no_fact() -> None:
+    asked = chat(["How long is a train ride from Oslo to Bergen?", "About seven hours."])
+    assert extract_facts(asked) == []
+    told = chat(["I live in Bergen. How long is the train from Oslo?", "About seven hours."])
+    assert [f.text for f in extract_facts(told)] == ["I live in Bergen."]
+
+
+def test_the_rule_recap_keeps_its_outline_apart_from_the_last_note() -> None:
+    text = recap_by_rules(
+        None, chat(["My name is Sam.", "Hi!", "Tell me a joke.", "Ha."]), 200, count
+    )
+    notes, outline = text.split("\n\n")  # Markdown would run the heading into the last note
+    assert "My name is Sam" in notes and outline.startswith("Earlier topics")
+
+
 def test_the_rule_recap_keeps_facts_first_within_its_cap() -> None:
     first = recap_by_rules(None, chat()[:6], 200, count)
     assert "My name is Sam" in first and "2000 euros" in first
