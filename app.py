@@ -2,7 +2,9 @@
 
 The entry point is the frame around every page: sign-in (when ``CHATMEM_REQUIRE_LOGIN=1``),
 navigation, one conversation per browser session, and the memory inspector in the sidebar.
-The pages live in ``pages/``.
+The pages live in ``app_pages/`` (not ``pages/``: Streamlit would take a folder of that name
+for its older multipage mode and, on a server's first request for a page URL, run the page
+file alone, without this frame).
 """
 
 import streamlit as st
@@ -18,11 +20,11 @@ if login_blocked():
 
 page = st.navigation(
     [
-        st.Page("pages/chat.py", title="Chat", icon=":material/chat:", default=True),
-        st.Page("pages/inspector.py", title="Inspector", icon=":material/manage_search:"),
-        st.Page("pages/presenter.py", title="Presenter", icon=":material/co_present:"),
-        st.Page("pages/conversations.py", title="Conversations", icon=":material/forum:"),
-        st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+        st.Page("app_pages/chat.py", title="Chat", icon=":material/chat:", default=True),
+        st.Page("app_pages/inspector.py", title="Inspector", icon=":material/manage_search:"),
+        st.Page("app_pages/presenter.py", title="Presenter", icon=":material/co_present:"),
+        st.Page("app_pages/conversations.py", title="Conversations", icon=":material/forum:"),
+        st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     ]
 )
 render_sidebar(ensure_session())

@@ -69,21 +69,12 @@ class StartUp:
 # --------------------------------------------------------------------------- environment
 @contextlib.contextmanager
 def app_environment(model_url: str) -> Iterator[None]:
-    """Settings for the fake server only, an empty working directory, and AppTest treating
-    ``pages/`` as a running server does; everything restored afterwards."""
-    from streamlit.runtime.pages_manager import PagesManager
-
+    """Settings for the fake server only and an empty working directory; everything restored
+    afterwards."""
     from chatmem.config import ENV_NAMES
 
     saved_env = {name: os.environ.get(name) for name in ENV_NAMES.values()}
     saved_cwd = os.getcwd()
-    original_init = PagesManager.__init__
-
-    def init(self: PagesManager, *args: Any, **kwargs: Any) -> None:
-        # AppTest re-detects a ``pages/`` folder before every run and then reruns a page file
-        # on its own (old multipage mode); a server stops that once st.navigation has run.
-        original_init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
 
     with tempfile.TemporaryDirectory() as empty:
         try:
@@ -91,10 +82,8 @@ def app_environment(model_url: str) -> Iterator[None]:
                 os.environ.pop(name, None)
             os.environ.update(OPENAI_BASE_URL=model_url, OPENAI_API_KEY="bench")
             os.chdir(empty)  # no stray .env or secrets
-            PagesManager.__init__ = init  # type: ignore[method-assign]
             yield
         finally:
-            PagesManager.__init__ = original_init  # type: ignore[method-assign]
             os.chdir(saved_cwd)
             for name, value in saved_env.items():
                 if value is None:

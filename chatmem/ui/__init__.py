@@ -1,4 +1,4 @@
-"""Streamlit components shared by ``app.py`` and ``pages/``.
+"""Streamlit components shared by ``app.py`` and ``app_pages/``.
 
 Only this package imports Streamlit; the rest of chatmem runs without it.
 """

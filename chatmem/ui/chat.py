@@ -93,7 +93,9 @@ def _missing(sess: ChatSession) -> None:
             width="stretch",
         )
     with right:
-        st.page_link("pages/conversations.py", label="Saved conversations", icon=":material/forum:")
+        st.page_link(
+            "app_pages/conversations.py", label="Saved conversations", icon=":material/forum:"
+        )
 
 
 def _history(sess: ChatSession) -> None:

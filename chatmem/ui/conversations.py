@@ -118,7 +118,7 @@ def render_conversations_page() -> None:
     if opening:
         open_in_chat(opening)
     if st.session_state.pop(GO_CHAT_KEY, False):
-        st.switch_page("pages/chat.py")
+        st.switch_page("app_pages/chat.py")
     st.markdown("## Conversations")
     if sess.store is None:
         st.info("Conversations are not being saved in this session.", icon=":material/info:")

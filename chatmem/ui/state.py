@@ -464,4 +464,4 @@ def new_chat() -> None:
 
 def open_in_chat(cid: str) -> None:
     """Go to the chat page with the conversation ``cid`` open (not from a callback)."""
-    st.switch_page("pages/chat.py", query_params={QUERY_KEY: cid})
+    st.switch_page("app_pages/chat.py", query_params={QUERY_KEY: cid})

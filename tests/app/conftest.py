@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from chatmem.config import ENV_NAMES
@@ -22,24 +21,6 @@ from tests.fakes import FakeServerProcess
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "app.py"
 TIMEOUT = 30
-
-
-@pytest.fixture(autouse=True)
-def _navigation_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make AppTest treat ``pages/`` the way a running server does after the first run.
-
-    AppTest resets ``PagesManager.uses_pages_directory`` before every run, and a folder named
-    ``pages/`` next to the entry point then makes its reruns execute the page file on its own
-    (the old multipage mode), skipping ``app.py`` and its sidebar. A real server clears the
-    flag for good as soon as ``st.navigation`` runs, which ``app.py`` always does.
-    """
-    original = PagesManager.__init__
-
-    def init(self: PagesManager, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ def test_a_reload_shows_the_same_gauge_and_inspector(app: AppTest) -> None:
     assert bot.next_request().recalled and bot.current_summary is not None
     before = gauge_numbers(app), legend(app)
     # the sidebar's system figure is the inspector's system row (the priming named apart)
-    app.switch_page("pages/inspector.py").run()
+    app.switch_page("app_pages/inspector.py").run()
     table = app.dataframe[0].value
     system = int(table[table["kind"] == "system"]["tokens"].iloc[0])
     assert f"system {system:,} + {bot.next_request().budget.priming} priming" in legend(app)
@@ -40,7 +40,7 @@ def test_a_reload_shows_the_same_gauge_and_inspector(app: AppTest) -> None:
     again = open_app(bot.conversation_id)  # a reload
     try:
         assert (gauge_numbers(again), legend(again)) == before  # recalled ones still counted
-        again.switch_page("pages/inspector.py").run()
+        again.switch_page("app_pages/inspector.py").run()
         assert not again.exception
         info = " ".join(i.value for i in again.main.info)
         assert "No model calls yet." not in info

@@ -19,7 +19,7 @@ from chatmem.ui.conversations import (
 from chatmem.ui.state import PAGE_SIZE
 from tests.app.conftest import close, open_app, send, session, shown_messages
 
-PAGE = "pages/conversations.py"
+PAGE = "app_pages/conversations.py"
 
 
 def titles(at: AppTest) -> list[str]:
@@ -139,7 +139,7 @@ def test_import_opens_the_new_conversation(app: AppTest, three: list[str], store
     ]
     assert len(store.list_conversations()) == 4
     # AppTest reruns the page it was last told to switch to, not the one the app switched to
-    app.switch_page("pages/chat.py")
+    app.switch_page("app_pages/chat.py")
     send(app, "What is my name?")  # the imported conversation goes on
     assert shown_messages(app)[-1] == ("assistant", "I don't know your name.")
 

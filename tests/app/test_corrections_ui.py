@@ -25,7 +25,7 @@ def folded_conversation(store: Store) -> str:
 
 def inspector(cid: str) -> AppTest:
     at = open_app(cid)
-    at.switch_page("pages/inspector.py").run()
+    at.switch_page("app_pages/inspector.py").run()
     assert not at.exception, at.exception
     return at
 

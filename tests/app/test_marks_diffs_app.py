@@ -114,7 +114,7 @@ def test_inspector_diffs_name_what_a_budget_cut_dropped(
     folded.slider(key="max_tokens").set_value(1000).run()
     for i in range(3):
         talk(folded, f"And what about the evening of day {i}, after dinner by the river?")
-    folded.switch_page("pages/inspector.py").run()
+    folded.switch_page("app_pages/inspector.py").run()
     assert "Since the last request sent" in "\n".join(m.value for m in folded.main.markdown)
     before = {p.seq for p in bot.last_context.parts if p.kind == "verbatim"}  # type: ignore[union-attr]
     fake.control.config(summary_latency_ms=3000)  # the fold the cut starts is still running
@@ -136,7 +136,7 @@ def test_inspector_diffs_name_what_a_budget_cut_dropped(
 
 def test_presenter_tells_what_is_remembered_and_forgotten(folded: AppTest) -> None:
     bot = session(folded).bot
-    folded.switch_page("pages/presenter.py").run()
+    folded.switch_page("app_pages/presenter.py").run()
     assert not folded.exception
     text = "\n".join(m.value for m in folded.main.markdown)
     sent = sorted(p.seq for p in bot.next_request().parts if p.kind == "verbatim")
@@ -156,6 +156,6 @@ def test_presenter_tells_what_is_remembered_and_forgotten(folded: AppTest) -> No
 
 
 def test_presenter_on_an_empty_chat(app: AppTest) -> None:
-    app.switch_page("pages/presenter.py").run()
+    app.switch_page("app_pages/presenter.py").run()
     assert not app.exception
     assert any("Nothing to remember yet" in i.value for i in app.main.info)

@@ -183,12 +183,12 @@ def test_imported_title_summary_and_messages_show_links_as_text(
         assert EVIL not in CODE_SPAN_RE.sub(" ", text), text
         assert not re.search(r"(?<!\\)\[[^\]]*\]\(", text), text
 
-    at.switch_page("pages/conversations.py").run()
+    at.switch_page("app_pages/conversations.py").run()
     assert not at.exception, at.exception
     opened = [m.value for m in at.markdown if m.value.startswith("**Open now:**")]
     assert opened == [f"**Open now:** Trip click (`{EVIL}/title`) `{EVIL}/bare`"]
 
-    at.switch_page("pages/inspector.py").run()
+    at.switch_page("app_pages/inspector.py").run()
     assert not at.exception, at.exception
     versions = [m.value for m in at.main.markdown if "homepage" in m.value]
     assert versions and all(live_link_syntax(v) == [] for v in versions), versions

@@ -13,12 +13,17 @@ from chatmem.ui.compare import RESULT_KEY
 from tests.app.conftest import APP, TIMEOUT, send, session
 from tests.fakes import FakeServerProcess
 
-PAGES = ["pages/chat.py", "pages/inspector.py", "pages/conversations.py", "pages/compare.py"]
+PAGES = [
+    "app_pages/chat.py",
+    "app_pages/inspector.py",
+    "app_pages/conversations.py",
+    "app_pages/compare.py",
+]
 HEADINGS = {
-    "pages/chat.py": "## Chat",
-    "pages/inspector.py": "## Memory inspector",
-    "pages/conversations.py": "## Conversations",
-    "pages/compare.py": "## Compare memory strategies",
+    "app_pages/chat.py": "## Chat",
+    "app_pages/inspector.py": "## Memory inspector",
+    "app_pages/conversations.py": "## Conversations",
+    "app_pages/compare.py": "## Compare memory strategies",
 }
 
 
@@ -52,7 +57,7 @@ def test_inspector_shows_the_next_request_stats_and_events(
     app.slider(key="max_tokens").set_value(256).run()
     bot = session(app).bot
     bot.wait_for_fold(timeout=10)
-    app.switch_page("pages/inspector.py").run()
+    app.switch_page("app_pages/inspector.py").run()
     assert not app.exception
     request, stats, events = app.dataframe[0].value, app.dataframe[1].value, app.dataframe[2].value
     context = bot.context()
@@ -69,7 +74,7 @@ def test_inspector_shows_the_next_request_stats_and_events(
 
 
 def test_conversations_page_before_anything_is_saved(app: AppTest) -> None:
-    app.switch_page("pages/conversations.py").run()
+    app.switch_page("app_pages/conversations.py").run()
     assert not app.exception
     assert any("No saved conversations yet" in c.value for c in app.main.caption)
     assert app.text_input(key="conversations_search")
@@ -77,7 +82,7 @@ def test_conversations_page_before_anything_is_saved(app: AppTest) -> None:
 
 
 def _replay(app: AppTest, replies: str | None = None) -> None:
-    app.switch_page("pages/compare.py").run()
+    app.switch_page("app_pages/compare.py").run()
     assert app.number_input(key="compare_turns").value == 20
     app.number_input(key="compare_turns").set_value(12)
     app.number_input(key="compare_max_tokens").set_value(300)
@@ -97,7 +102,7 @@ def _metrics(app: AppTest, name: str) -> dict[str, str]:
 
 def test_compare_replays_the_sample_against_the_fake(app: AppTest, fake: FakeServerProcess) -> None:
     # a hosted model: the replayed turns get the model's replies by default
-    app.switch_page("pages/compare.py").run()
+    app.switch_page("app_pages/compare.py").run()
     assert app.radio(key="compare_replies").value == "from the model"
     _replay(app)
     result = app.session_state[RESULT_KEY]
@@ -123,8 +128,8 @@ def test_compare_replays_the_sample_against_the_fake(app: AppTest, fake: FakeSer
     # every replayed turn and every question was a chat request: 3 strategies
     assert len(fake.control.requests("chat")) == 3 * (12 + len(FACT_QUESTIONS))
     # the result survives a rerun and a page switch
-    app.switch_page("pages/chat.py").run()
-    app.switch_page("pages/compare.py").run()
+    app.switch_page("app_pages/chat.py").run()
+    app.switch_page("app_pages/compare.py").run()
     assert app.dataframe[0].value.equals(table)
 
 
@@ -181,7 +186,7 @@ def test_settings_error_is_one_plain_error(
     assert not at.exception
     errors = [e.value for e in at.error]
     assert errors == ["CHATMEM_MAX_TOKENS must be a whole number, not 'lots'."] * 2  # page, sidebar
-    at.switch_page("pages/inspector.py").run()
+    at.switch_page("app_pages/inspector.py").run()
     assert not at.exception
     assert at.error
 

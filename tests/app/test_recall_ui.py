@@ -73,7 +73,7 @@ def test_inspector_lists_recall_per_turn_with_seq_score_and_snippet(app: AppTest
     fold_a_conversation(app)
     send(app, "What is my name?")
     send(app, "Which museums on day 2?")
-    app.switch_page("pages/inspector.py").run()
+    app.switch_page("app_pages/inspector.py").run()
     assert not app.exception, app.exception
     labels = [e.label for e in app.main.expander if " recalled" in e.label]
     assert len(labels) >= 1

@@ -36,7 +36,12 @@ from tests.fakes import FakeServerProcess
 
 SAM = {"is_logged_in": True, "email": "sam@example.com", "name": "Sam"}
 KIM = {"is_logged_in": True, "email": "kim@example.com", "name": "Kim"}
-PAGES = ["pages/chat.py", "pages/inspector.py", "pages/conversations.py", "pages/compare.py"]
+PAGES = [
+    "app_pages/chat.py",
+    "app_pages/inspector.py",
+    "app_pages/conversations.py",
+    "app_pages/compare.py",
+]
 
 
 @pytest.fixture
@@ -98,7 +103,7 @@ def test_each_user_sees_and_opens_only_their_own(
     kim_id = session(kim).conversation_id
     legacy = store.create_conversation("from before sign-in")  # no owner
 
-    kim.switch_page("pages/conversations.py").run()
+    kim.switch_page("app_pages/conversations.py").run()
     listed = "\n".join(m.value for m in kim.main.markdown)
     assert "Kim's PIN is 4321" in listed
     assert "Sam's trip" not in listed and "from before sign-in" not in listed
@@ -209,7 +214,7 @@ def test_echoed_key_or_url_password_on_no_page_and_in_no_row(
         at.switch_page(page).run()
         assert not at.exception, at.exception
         text = page_text(at)
-        assert "Answering" in text or page != "pages/chat.py"
+        assert "Answering" in text or page != "app_pages/chat.py"
         assert not any(n in text for n in needles), page
     close(at)
     with sqlite3.connect(tmp_path / "chatmem-test.db") as conn:

@@ -24,7 +24,7 @@ def test_first_message_is_stored_and_puts_the_id_in_the_url(app: AppTest, store:
         ("assistant", "You said: Hi, my name is Sam.", "ok"),
     ]
     assert store.get_conversation(cid).title == "Hi, my name is Sam."
-    app.switch_page("pages/inspector.py").run()  # page links drop the query string...
+    app.switch_page("app_pages/inspector.py").run()  # page links drop the query string...
     assert app.query_params["c"] == cid  # ...and it is put back
 
 
