@@ -85,10 +85,16 @@ def token_f1(prediction: str, reference: str) -> float:
 
 
 def sample(convs: Sequence[Conversation], size: int) -> list[tuple[int, Question]]:
-    """``size`` questions with a reference answer, (conversation index, question), fixed seed."""
-    pool = [(i, q) for i, c in enumerate(convs) for q in c.questions if q.category in (1, 2, 3, 4)]
-    picked = random.Random(SEED).sample(pool, min(size, len(pool)))
-    return sorted(picked, key=lambda item: item[0])
+    """``size`` questions with a reference answer, (conversation index, question), spread
+    evenly over the conversations (the first ones take one more when it does not divide),
+    with a fixed seed."""
+    rng = random.Random(SEED)
+    picked = []
+    for i, conv in enumerate(convs):
+        share = size // len(convs) + (1 if i < size % len(convs) else 0)
+        pool = [q for q in conv.questions if q.category in (1, 2, 3, 4)]
+        picked += [(i, q) for q in rng.sample(pool, min(share, len(pool)))]
+    return picked
 
 
 def request(r: Any, strategy: Strategy, question: str, seq: int) -> list[dict[str, Any]]:
@@ -244,7 +250,8 @@ def build_markdown(results: dict[str, Any]) -> str:
     return (
         "# LoCoMo question answering with the bundled model (a sample)\n\n"
         f"A **sample of {results['questions']} questions** from {results['conversations']} "
-        f"conversation(s) (categories 1-4, seed {SEED}), each asked at the end of its "
+        f"conversation(s) (categories 1-4, spread evenly, seed {SEED}), each asked at the end "
+        "of its "
         "conversation with the request each strategy builds, and answered by the bundled "
         f"SmolLM2-135M-Instruct in-process (greedy, at most {MAX_ANSWER_TOKENS} tokens, "
         f"{results['jobs']} model(s) side by side, {results['threads']} llama.cpp "
