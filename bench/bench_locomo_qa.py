@@ -62,8 +62,8 @@ STRATEGIES = (
 INSTRUCTION = "Answer the last question in a few words, using the conversation above."
 ASK = "Answer in a few words."
 MAX_ANSWER_TOKENS = 32
-QUICK_SAMPLE = 2  # --quick: two questions on a conversation's first turns, a small budget
-QUICK_BUDGET = 300
+QUICK_SAMPLE = 1  # --quick: one question on a conversation's first turns, a small budget
+QUICK_BUDGET = 200
 ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
@@ -249,7 +249,9 @@ def build_markdown(results: dict[str, Any]) -> str:
     ]
     return (
         "# LoCoMo question answering with the bundled model (a sample)\n\n"
-        f"A **sample of {results['questions']} questions** from {results['conversations']} "
+        f"A **sample of {results['questions']} question"
+        + ("s" if results["questions"] != 1 else "")
+        + f"** from {results['conversations']} "
         f"conversation(s) (categories 1-4, spread evenly, seed {SEED}), each asked at the end "
         "of its "
         "conversation with the request each strategy builds, and answered by the bundled "
