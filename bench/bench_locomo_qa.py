@@ -2,16 +2,16 @@
 
 A secondary figure beside ``bench_locomo``'s evidence recall: each sampled question is asked
 at the end of its conversation, with the request chatmem builds (its default: BM25 and the
-offline e5 embeddings) or the plain FTS5 fill (its top hits in the recalled block), and the
-bundled SmolLM2-135M answers (greedy, at most 32 tokens). Scored by token F1 against
-LoCoMo's reference answer (lowercased, punctuation and articles dropped, as SQuAD does).
-Only questions with a reference answer (categories 1-4) are sampled, with a fixed seed.
-A 135M model answers poorly whatever it is given: the figure compares requests, it does not
-measure a good assistant.
+offline e5 embeddings), the plain FTS5 fill (its top hits in the recalled block) or recency
+only (recall off), and the bundled SmolLM2-135M answers in-process (greedy, at most 32
+tokens; asked to answer in a few words). Scored by token F1 against LoCoMo's reference
+answer (lowercased, punctuation and articles dropped, as SQuAD does). Only questions with a
+reference answer (categories 1-4) are sampled, spread evenly over the conversations with a
+fixed seed. A 135M model answers poorly whatever it is given: the figure compares requests,
+it does not measure a good assistant.
 
-    python -m bench.bench_locomo_qa [--sample 100] [--budget 2000] [--threads N] [--jobs J]
-                                    [--quick]
-                                    [--no-chart] [--out DIR]
+    python -m bench.bench_locomo_qa [--sample 100] [--budget 2000] [--threads N]
+                                    [--quick] [--no-chart] [--out DIR]
 """
 
 from __future__ import annotations
@@ -19,11 +19,9 @@ from __future__ import annotations
 import random
 import re
 import string
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -139,53 +137,43 @@ def requests(
     return groups
 
 
-def answer_all(
-    groups: list[list[Asked]], budget: int, threads: int, jobs: int
-) -> list[list[dict[str, Any]]]:
-    """The model's answers, ``jobs`` models (each with ``threads`` llama.cpp threads) taking
-    one conversation at a time."""
+def answer_all(groups: list[list[Asked]], budget: int, threads: int) -> list[dict[str, Any]]:
+    """The bundled model's answer to every request, scored (one model, ``threads`` llama.cpp
+    threads; two models side by side in one process ran far slower than one here)."""
     import llama_cpp
 
     from chatmem.local import local_model_path
 
-    local = threading.local()
-
-    def answer(group: list[Asked]) -> list[dict[str, Any]]:
-        if not hasattr(local, "llm"):
-            local.llm = llama_cpp.Llama(
-                model_path=str(local_model_path()),
-                n_ctx=max(4096, 2 * budget),
-                n_threads=threads,
-                n_threads_batch=threads,
-                verbose=False,
-            )
-        out = []
-        for conv, s, q, messages in group:
-            start = time.perf_counter()
-            reply = local.llm.create_chat_completion(
-                messages, max_tokens=MAX_ANSWER_TOKENS, temperature=0.0
-            )
-            seconds = time.perf_counter() - start
-            text = (reply["choices"][0]["message"]["content"] or "").strip()
-            f1 = token_f1(text, q.answer)
-            out.append(
-                {
-                    "conversation": conv,
-                    "strategy": s.name,
-                    "category": q.category,
-                    "question": q.text,
-                    "reference": q.answer,
-                    "answer": text,
-                    "f1": f1,
-                    "prompt_tokens": reply["usage"]["prompt_tokens"],
-                    "seconds": seconds,
-                }
-            )
-            print(f"  {conv} {s.kind}: {f1:.2f} {seconds:.1f}s {text[:50]!r}", flush=True)
-        return out
-
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(answer, groups))
+    llm = llama_cpp.Llama(
+        model_path=str(local_model_path()),
+        n_ctx=max(4096, 2 * budget),
+        n_threads=threads,
+        n_threads_batch=threads,
+        verbose=False,
+    )
+    out = []
+    for conv, s, q, messages in (asked for group in groups for asked in group):
+        start = time.perf_counter()
+        reply = llm.create_chat_completion(messages, max_tokens=MAX_ANSWER_TOKENS, temperature=0.0)
+        seconds = time.perf_counter() - start
+        text = (reply["choices"][0]["message"]["content"] or "").strip()
+        f1 = token_f1(text, q.answer)
+        out.append(
+            {
+                "conversation": conv,
+                "strategy": s.name,
+                "category": q.category,
+                "question": q.text,
+                "reference": q.answer,
+                "answer": text,
+                "f1": f1,
+                "prompt_tokens": reply["usage"]["prompt_tokens"],
+                "seconds": seconds,
+            }
+        )
+        print(f"  {conv} {s.kind}: {f1:.2f} {seconds:.1f}s {text[:50]!r}", flush=True)
+    llm.close()
+    return out
 
 
 def run(args: Any) -> dict[str, Any]:
@@ -195,11 +183,7 @@ def run(args: Any) -> dict[str, Any]:
     budget = QUICK_BUDGET if args.quick else args.budget
     picked = sample(convs, QUICK_SAMPLE if args.quick else args.sample)
     started = time.perf_counter()
-    answers = [
-        a
-        for group in answer_all(requests(convs, picked, budget), budget, args.threads, args.jobs)
-        for a in group
-    ]
+    answers = answer_all(requests(convs, picked, budget), budget, args.threads)
     names = [s.name for s in STRATEGIES]
     return {
         "scores": {
@@ -209,7 +193,6 @@ def run(args: Any) -> dict[str, Any]:
         "conversations": len({i for i, _ in picked}),
         "budget": budget,
         "threads": args.threads,
-        "jobs": args.jobs,
         "seconds": {n: sum(a["seconds"] for a in answers if a["strategy"] == n) for n in names},
         "prompt_tokens": {
             n: sum(a["prompt_tokens"] for a in answers if a["strategy"] == n) for n in names
@@ -256,8 +239,7 @@ def build_markdown(results: dict[str, Any]) -> str:
         "of its "
         "conversation with the request each strategy builds, and answered by the bundled "
         f"SmolLM2-135M-Instruct in-process (greedy, at most {MAX_ANSWER_TOKENS} tokens, "
-        f"{results['jobs']} model(s) side by side, {results['threads']} llama.cpp "
-        "thread(s) each); token F1 against LoCoMo's reference "
+        f"{results['threads']} llama.cpp thread(s)); token F1 against LoCoMo's reference "
         "answer, in percent (SQuAD normalisation: lowercase, no punctuation or articles). "
         "The model is tiny, so the absolute F1 is low: this compares the requests, not "
         "assistants.\n\n"
@@ -285,7 +267,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = script_parser(NAME, __doc__)
     parser.add_argument("--sample", type=int, default=100)
     parser.add_argument("--budget", type=int, default=2000)
-    parser.add_argument("--jobs", type=int, default=1, help="models answering side by side")
     parser.add_argument(
         "--threads",
         type=int,
