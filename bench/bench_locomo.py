@@ -65,6 +65,7 @@ class Question:
     text: str
     category: int
     evidence: list[str]
+    answer: str = ""  # the reference answer (none for adversarial questions)
 
 
 @dataclass
@@ -116,7 +117,8 @@ def load(path: Path = DATA) -> list[Conversation]:
             if not ids or "question" not in qa:
                 skipped += 1
                 continue
-            questions.append(Question(qa["question"], int(qa.get("category", 0)), ids))
+            category, answer = int(qa.get("category", 0)), str(qa.get("answer", ""))
+            questions.append(Question(qa["question"], category, ids, answer))
         out.append(Conversation(sample["sample_id"], conv["speaker_a"], turns, questions, skipped))
     return out
 

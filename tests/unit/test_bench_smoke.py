@@ -233,3 +233,41 @@ def test_recall_cost_compares_bounded_and_unbounded(tmp_path: Path) -> None:
         for key, _ in bench_recall_cost.METHODS:
             assert data["cells"][f"{key}@{n}"]["median"] > 0
     assert "under 10 ms median at 200 messages" in markdown
+
+
+def test_locomo_qa_token_f1_is_squads() -> None:
+    from bench.bench_locomo_qa import token_f1
+
+    # articles and punctuation dropped, case ignored: 2 common of 2 predicted, 4 reference
+    assert token_f1("The Cat, sat.", "a cat sat on mats") == pytest.approx(2 / 3)
+    assert token_f1("7 May 2023", "7 May 2023") == 1.0
+    assert token_f1("Paris", "Oslo") == 0.0
+    assert token_f1("", "") == 1.0 and token_f1("an", "Oslo") == 0.0
+
+
+def test_locomo_qa_sample_is_fixed_and_spread() -> None:
+    from bench.bench_locomo import load
+    from bench.bench_locomo_qa import sample
+
+    convs = load()
+    picked = sample(convs, 23)
+    assert [i for i, _ in picked].count(0) == 3 and [i for i, _ in picked].count(9) == 2
+    assert all(q.category in (1, 2, 3, 4) and q.answer for _, q in picked)
+    assert [q.text for _, q in picked] == [q.text for _, q in sample(convs, 23)]
+
+
+@pytest.mark.slow
+def test_locomo_qa_quick_answers_with_each_strategy(tmp_path: Path) -> None:
+    from bench import bench_locomo_qa
+
+    markdown, data = run_script(bench_locomo_qa, tmp_path, "--no-chart")
+    budget = f"| {bench_locomo_qa.QUICK_BUDGET} |"
+    rows = [line.strip("|").split("|") for line in markdown.splitlines() if line.startswith(budget)]
+    assert [cells[1].strip() for cells in rows] == [s.name for s in bench_locomo_qa.STRATEGIES]
+    for cells in (list(map(str.strip, row)) for row in rows):
+        assert re.fullmatch(r"\*\*\d+\.\d\*\*", cells[2]), cells
+        assert int(cells[-2].replace(",", "")) > 0 and re.match(TIME, cells[-1]), cells
+    answers = data["answers"]
+    assert len(answers) == bench_locomo_qa.QUICK_SAMPLE * len(bench_locomo_qa.STRATEGIES)
+    assert all(0 <= a["f1"] <= 1 and a["reference"] for a in answers)
+    assert "sample of 1 question** from 1 conversation" in markdown
