@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -138,17 +139,15 @@ _PROMPT_GRAMS = set(_grams(_words(_PROMPT_WORDS), ECHO_WORDS))
 
 
 def _loop(text: str, source: str) -> str | None:
-    lines = [squash(line) for line in text.splitlines() if len(line.strip()) >= 8]
-    for line in set(lines):
-        if lines.count(line) >= LOOP_LINES and source.count(line) < LOOP_LINES:
-            return f"the line {line[:40]!r} repeats {lines.count(line)} times"
+    lines = Counter(squash(line) for line in text.splitlines() if len(line.strip()) >= 8)
+    for line, n in lines.items():
+        if n >= LOOP_LINES and source.count(line) < LOOP_LINES:
+            return f"the line {line[:40]!r} repeats {n} times"
     run = _RUN_RE.search(text)
     if run and run.group(0) not in source:
         return f"{run.group(1)[:40]!r} repeats back to back"
     tokens = text.split()
-    grams = _grams(tokens, LOOP_WORDS)
-    for gram in set(grams):
-        n = grams.count(gram)
+    for gram, n in Counter(_grams(tokens, LOOP_WORDS)).items():
         if (
             n >= LOOP_GRAMS
             and n * LOOP_WORDS >= LOOP_SHARE * len(tokens)
@@ -179,13 +178,17 @@ def _outside(text: str, source: str, seqs: set[int], previous: str) -> str | Non
         seq, said = int(match.group(1)), match.group(match.lastindex or 1)
         if seq not in seqs and f"#{seq} " not in previous and f"[{seq}]" not in previous:
             return f"it cites message {seq}, which this fold does not cover"
-        said = said.rstrip(" .…")
-        if len(_words(said)) >= QUOTE_WORDS and squash(said) not in source:
-            return f"it quotes {said[:50]!r}, which no folded message says"
+        if unknown := _unknown_quote(said.rstrip(" .…"), source):
+            return unknown
     for match in _QUOTE_RE.finditer(text):
-        said = (match.group(1) or match.group(2)).strip(" .…")
-        if len(_words(said)) >= QUOTE_WORDS and squash(said) not in source:
-            return f"it quotes {said[:50]!r}, which no folded message says"
+        if unknown := _unknown_quote((match.group(1) or match.group(2)).strip(" .…"), source):
+            return unknown
+    return None
+
+
+def _unknown_quote(said: str, source: str) -> str | None:
+    if len(_words(said)) >= QUOTE_WORDS and squash(said) not in source:
+        return f"it quotes {said[:50]!r}, which no folded message says"
     return None
 
 
