@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, Page, expect
 from chatmem import ChatMemory, OpenAIChat, Settings
 from chatmem.store import Store
 from tests.e2e.conftest import ARTIFACTS, LEAK_KEY, wait_for_app
-from tests.e2e.test_app_browser import no_exceptions, send
+from tests.e2e.test_app_browser import chat_messages, no_exceptions, send
 from tests.fakes import FakeServerProcess
 from tests.fakes.app_process import AppStartError, app_workdir
 from tests.fakes.app_process import start_app as start_app_process
@@ -102,6 +102,9 @@ def test_edited_summary_is_sent_and_a_pin_survives_a_budget_cut_and_a_fold(
         expect(page.get_by_text(f"Message {pinned} pinned.")).to_be_visible(timeout=WAIT)
 
         open_tab(page, "Chat")
+        # the click may be read before its rerun starts: wait until the chat has drawn
+        expect(chat_messages(page).first).to_be_visible(timeout=WAIT)
+        wait_for_app(page)
         send(page, "What is my pet called?")
         assert EDITED in last_chat_request(fake)  # the edited summary, as the person wrote it
 
