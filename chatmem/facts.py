@@ -294,3 +294,55 @@ def _unique(lines: list[str]) -> list[str]:
             seen.add(key)
             out.append(line)
     return out
+
+
+# -- a user's sentence told about them ---------------------------------------------------------
+_MODALS = {"can", "could", "will", "would", "shall", "should", "may", "might", "must"}
+_ADVERB = r"(?:(?:also|really|usually|often|never|always|still|just|only|already)\s+)?"
+_I_FORMS = (  # "I" with an irregular verb, before any other "I <verb>"
+    (r"\bI(?:'m|’m| am)\b", "the user is"),
+    (r"\bI was\b", "the user was"),
+    (r"\bI(?:'ve|’ve)\b", "the user has"),
+    (r"\bI(?:'ll|’ll)\b", "the user will"),
+    (r"\bI(?:'d|’d)\b", "the user would"),
+)
+_PERSON = (  # the other first-person words
+    (r"\b[Mm]y\b", "the user's"),
+    (r"\bmine\b", "the user's"),
+    (r"\bmyself\b", "themselves"),
+    (r"\bme\b", "them"),
+    (r"\b[Ww]e(?:'re|’re| are)\b", "they are"),
+    (r"\b[Ww]e\b", "they"),
+    (r"\b[Oo]urs\b", "theirs"),
+    (r"\b[Oo]ur\b", "their"),
+    (r"\bus\b", "them"),
+)
+_I_VERB = re.compile(rf"\bI\s+({_ADVERB})([a-z]+(?:'t|’t)?)(?![\w'’])")
+
+
+def _third_person_verb(verb: str) -> str:
+    if verb in _MODALS or verb.endswith(("ed", "n't", "n’t")):
+        return {"don't": "doesn't", "don’t": "doesn’t"}.get(verb, verb)
+    if verb in ("have", "do"):
+        return {"have": "has", "do": "does"}[verb]
+    if re.search(r"(?:s|sh|ch|x|z|o)$", verb):
+        return verb + "es"
+    if re.search(r"[^aeiou]y$", verb):
+        return verb[:-1] + "ies"
+    return verb + "s"
+
+
+def about_the_user(sentence: str) -> str:
+    """A user's first-person sentence told about them, by rules (English): "My name is Sam."
+    becomes "The user's name is Sam.", "I live in Lyon." "The user lives in Lyon.".
+
+    For a small model, which reads a note's "my" as its own and answers "My name is Sam" when
+    asked the user's name (``bench/bench_offline.py``)."""
+    text = sentence
+    for pattern, replacement in _I_FORMS:
+        text = re.sub(pattern, replacement, text)
+    text = _I_VERB.sub(lambda m: f"the user {m[1]}{_third_person_verb(m[2])}", text)
+    for pattern, replacement in _PERSON:
+        text = re.sub(pattern, replacement, text)
+    text = re.sub(r"\bI\b", "the user", text)
+    return re.sub(r"(^|[.!?]\s+)([a-z])", lambda m: m[1] + m[2].upper(), text)

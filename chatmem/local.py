@@ -61,6 +61,10 @@ NO_REPEAT_OPENING = 1
 # template too (the plain fallback always does so).
 MEMORY_IN_SYSTEM = False
 
+# Each message is counted before this one, so a recap's fact notes are counted in the note the
+# prompt sends them in, before the newest user message (chatmem.prompting.facts_last).
+COUNT_TAIL = {"role": "user", "content": "."}
+
 _local_lock = threading.Lock()
 _local_llm: dict[str, Any] = {}
 
@@ -198,6 +202,7 @@ class LocalChat:
             encode,
             label=f"{self.path.name}'s tokenizer and {self.format.name}",
             source="local",
+            tail=COUNT_TAIL,
         )
 
     def prompt_tokens(self, prompt: str) -> list[int]:

@@ -161,10 +161,21 @@ def render_template(template: str, bos: str = "", eos: str = "") -> Callable[[Me
 
 
 def template_counter(
-    whole: Whole, encode: Callable[[str], int], *, label: str, source: str
+    whole: Whole,
+    encode: Callable[[str], int],
+    *,
+    label: str,
+    source: str,
+    tail: Mapping[str, Any] | None = None,
 ) -> MessageCounter:
-    """A counter whose message costs and fixed overhead are measured with ``whole``."""
-    anchor = whole([ANCHOR], False)
+    """A counter whose message costs and fixed overhead are measured with ``whole``.
+
+    ``tail``: a message each one is measured before, for a rendering that moves part of a
+    message next to the newest user message (the local model's fact notes, see
+    :func:`chatmem.prompting.facts_last`): the part is then counted where it is sent.
+    """
+    after = [dict(tail)] if tail else []
+    anchor = whole([ANCHOR, *after], False)
     try:
         empty = whole([], False)
     except Exception:  # a template that refuses an empty conversation
@@ -174,7 +185,7 @@ def template_counter(
         msg = {"role": message.get("role", "user"), "content": content_text(message.get("content"))}
         if msg["role"] == "system":
             return whole([msg], False) - empty
-        return whole([ANCHOR, msg], False) - anchor
+        return whole([ANCHOR, msg, *after], False) - anchor
 
     overhead = whole(PROBE_CONVERSATION, True) - sum(measure(m) for m in PROBE_CONVERSATION)
     return MessageCounter(encode, measure, overhead, label=label, source=source)

@@ -7,6 +7,8 @@ its whole history, not only what happened since this browser session started.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
@@ -141,7 +143,23 @@ def _next_request(sess: ChatSession) -> None:
         "recap and recalled quotes go as user-role messages, never as system ones: written "
         "from what was said (or imported), they get no more authority than your own words."
     )
+    _prompt_text(sess, context.messages)
     render_request_diff(sess.bot)
+
+
+def _prompt_text(sess: ChatSession, messages: list[dict[str, Any]]) -> None:
+    """The text a local model is prompted with for this request (its template, applied here)."""
+    render = getattr(sess.bot.model, "render", None)
+    if not callable(render):
+        return  # a server applies its own template
+    with st.expander("The prompt text the local model receives"):
+        st.caption(
+            "This request rendered with the model's chat template, as it is tokenized. The "
+            "recap's fact notes leave the recap for a short note just before your newest "
+            'message, told about you ("The user lives in Lyon."): a small model uses a fact '
+            'it reads last and takes "my" for itself. The tokens above count them there.'
+        )
+        st.code(render(messages), language=None, wrap_lines=True)
 
 
 def _recall(sess: ChatSession, events: list[Event]) -> None:

@@ -62,11 +62,20 @@ def test_missing_model_file_is_a_clear_message() -> None:
         LocalChat("/nonexistent/model.gguf")
 
 
-def memory_request() -> list[dict[str, str]]:
+PROSE_RECAP = "The user is Sam from Bergen; the budget is 2000 euros."
+# A recap written by rules: its fact notes are sent last, in a note of their own.
+NOTES_RECAP = (
+    "Facts the user stated (verbatim, by message number):\n"
+    "- #1 user, name: I am Sam from Bergen.\n- #3 user, amount: The budget is 2000 euros.\n\n"
+    "Earlier topics (the first sentence of the user's messages):\n- #5 user: Rain gear?"
+)
+
+
+def memory_request(recap: str = PROSE_RECAP) -> list[dict[str, str]]:
     """A request as chatmem builds one after a fold: system, recap, recalled, recent turns."""
     return [
         {"role": "system", "content": "You are a friendly assistant. Be concise."},
-        memory_message(summary_block("The user is Sam from Bergen; the budget is 2000 euros.")),
+        memory_message(summary_block(recap)),
         memory_message(recall_block(["I fly to Lisbon on 14 March.", "  Ærlig talt, 5 € \n"])),
         {"role": "user", "content": "Hello again."},
         {"role": "assistant", "content": "Hi! How can I help?"},
@@ -90,12 +99,13 @@ def test_the_bundled_model_is_prompted_with_its_own_template(local: LocalChat) -
     assert LocalChat.summarizes_by_rules is True
 
 
+@pytest.mark.parametrize("recap", [PROSE_RECAP, NOTES_RECAP], ids=["prose", "notes"])
 @pytest.mark.parametrize("kind", ["gguf", "gguf, memory in system", "family", "plain"])
 def test_the_prompt_received_holds_the_memory_and_is_counted_exactly(
-    local: LocalChat, kind: str
+    local: LocalChat, kind: str, recap: str
 ) -> None:
     chat = LocalChat(prompt_format=formats(local)[kind])
-    messages = memory_request()
+    messages = memory_request(recap)
     stream = chat.stream(messages, max_reply_tokens=8)
     stream.read()
     prompt = chat.last_prompt
@@ -104,7 +114,9 @@ def test_the_prompt_received_holds_the_memory_and_is_counted_exactly(
         assert fact in prompt
     ids = local._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
     assert stream.usage is not None and stream.usage.prompt_tokens == len(ids)
-    for n in (1, 2, 3, 4, 6):  # counted message by message, reply priming included
+    # counted message by message, reply priming included; with notes, for what is ever sent:
+    # a request that ends with the user's message (the notes go before it)
+    for n in (1, 2, 3, 4, 6) if recap == PROSE_RECAP else (1, 4, 6):
         part = messages[:n]
         rendered = chat.format.render(part)
         assert chat.counter.messages(part) == len(

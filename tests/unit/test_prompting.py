@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from chatmem.facts import FACTS_HEADING, OUTLINE_HEADING, about_the_user
 from chatmem.framing import memory_message, recall_block, summary_block
 from chatmem.prompting import (
+    FACTS_NOTE_HEADING,
     GEMMA_TEMPLATE,
     PLAIN_NAME,
     PLAIN_STOPS,
@@ -13,6 +15,7 @@ from chatmem.prompting import (
     NoRepeatNgrams,
     arrange,
     choose_format,
+    facts_last,
 )
 from chatmem.servers import CHATML_TEMPLATE
 
@@ -122,6 +125,80 @@ def test_arrange_merges_system_and_memory_in_order_and_keeps_the_turns() -> None
         {"role": "system", "content": ""},
         {"role": "user", "content": "hi"},
     ]
+
+
+RULE_RECAP = "\n".join(  # as chatmem.facts.recap_by_rules writes one
+    [
+        FACTS_HEADING,
+        "- #1 user, name: My name is Sam.",
+        "- #3 user, place: I live in Bergen.",
+        "",
+        OUTLINE_HEADING,
+        "- #5 user: What should I pack for rain?",
+    ]
+)
+
+
+def noted_request() -> list[dict[str, str]]:
+    plain = request()
+    return [plain[0], memory_message(summary_block(RULE_RECAP)), *plain[2:]]
+
+
+def test_the_recaps_fact_notes_are_sent_last_told_about_the_user() -> None:
+    fmt = choose_format({"tokenizer.chat_template": SMOLLM2_TEMPLATE}, lambda t: True)
+    prompt = fmt.render(noted_request())
+    note = (
+        f"<|im_start|>user\n{FACTS_NOTE_HEADING}\n"
+        "- The user's name is Sam.\n- The user lives in Bergen.<|im_end|>"
+    )
+    assert note in prompt and "My name is Sam" not in prompt
+    assert prompt.index("Hi! How can I help?") < prompt.index(note)
+    assert prompt.index(note) < prompt.index("What is my name?")
+    recap = prompt[prompt.index("<recap>") : prompt.index("</recap>")]
+    assert "What should I pack for rain?" in recap and FACTS_HEADING not in recap
+    assert "Lisbon on 14 March" in prompt  # the recalled block stays where it was
+
+
+def test_facts_last_changes_nothing_without_notes_or_a_question_after_them() -> None:
+    assert facts_last(request()) == request()  # a model-written recap with no notes
+    recap_only = noted_request()[:2]
+    assert facts_last(recap_only) == recap_only  # nothing to send them before
+    moved = facts_last(noted_request())
+    assert [m["role"] for m in moved][-2:] == ["user", "user"]
+    assert moved[-2]["content"].startswith(FACTS_NOTE_HEADING)
+
+
+def test_a_template_that_refuses_the_note_keeps_the_notes_in_the_recap() -> None:
+    fmt = choose_format({"tokenizer.chat_template": ALTERNATING_ONLY}, no_special)
+    assert fmt.merge_memory  # two user turns in a row are refused
+    prompt = fmt.render(noted_request())
+    assert FACTS_NOTE_HEADING not in prompt
+    assert "- #1 user, name: My name is Sam." in prompt
+
+
+def test_with_the_memory_merged_the_note_is_a_user_turn_before_the_question() -> None:
+    fmt = choose_format({"tokenizer.chat_template": "  "}, no_special)
+    prompt = fmt.render(noted_request())
+    assert prompt.count("System:") == 1
+    assert f"User: {FACTS_NOTE_HEADING}\n- The user's name is Sam." in prompt
+    assert prompt.endswith("lives in Bergen.\n\nUser: What is my name?\n\nAssistant:")
+
+
+def test_a_first_person_fact_is_told_about_the_user() -> None:
+    told = {
+        "My name is Sam.": "The user's name is Sam.",
+        "I live in Lyon, in the old town.": "The user lives in Lyon, in the old town.",
+        "I have a dog called Rex, and he comes with us.": (
+            "The user has a dog called Rex, and he comes with them."
+        ),
+        "We decided to take the train.": "They decided to take the train.",
+        "I'm vegan and I don't eat eggs.": "The user is vegan and the user doesn't eat eggs.",
+        "I also study physics.": "The user also studies physics.",
+        "I was born in 1990; I can swim.": "The user was born in 1990; the user can swim.",
+        "Hi! My budget is 2000 euros.": "Hi! The user's budget is 2000 euros.",
+        "Sam Berg, +47 555 12 345": "Sam Berg, +47 555 12 345",
+    }
+    assert {said: about_the_user(said) for said in told} == told
 
 
 def test_gemma_has_no_system_role() -> None:
