@@ -10,7 +10,9 @@ asked in a resumed session:
 
 * facts in the prompt: the fact's word is in the prompt text the model received
   (``LocalChat.last_prompt`` when it has one, else the request's messages);
-* facts answered: the reply contains it;
+* facts answered: the reply contains it, and not as the model's own ("I'm Sam"), over three
+  sampling seeds; side by side, the same questions with the recap's fact notes left in the
+  recap rather than sent last (``chatmem.prompting.facts_last``);
 * facts kept by summaries: the newest summary contains it.
 
 Time to first token (TTFT), side by side in one run: the end state's last request, with a new
@@ -27,12 +29,14 @@ Run: ``python -m bench.bench_offline [--model PATH] [--quick] [--no-chart] [--ou
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import statistics
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -120,37 +124,51 @@ def _chat(bot: ChatMemory, turns: tuple[str, ...]) -> list[dict[str, Any]]:
     return rows
 
 
+SEEDS = (0, 1, 2)  # each question is asked once per sampling seed
+
+
+def answers(reply: str, expected: str) -> bool:
+    """The reply says the fact, and not as the model's own ("I'm Sam" to "What is my name?")."""
+    text, want = reply.lower(), re.escape(expected.lower())
+    own = re.search(rf"\b(?:my name is|i'm|i am|call me)\s+{want}\b", text)
+    return want in text and own is None
+
+
 def _ask_facts(
-    db: Path, cid: str, model: LocalChat, tmp: Path, reserve: int
+    db: Path, cid: str, model: LocalChat, tmp: Path, reserve: int, seeds: tuple[int, ...]
 ) -> list[dict[str, Any]]:
-    """Each fact's question from the same end state: a copy of the database per question."""
+    """Each fact's question from the same end state (a copy of the database per question),
+    once per sampling seed."""
     out = []
     for n, fact in enumerate(FACTS):
-        copy = tmp / f"q{n}.db"
-        shutil.copy(db, copy)
-        with Store(f"sqlite:///{copy}") as store:
-            bot = ChatMemory.resume(
-                store,
-                cid,
-                model=model,
-                background=False,
-                reply_reserve=reserve,
-                settings=Settings(embedding_model="off"),
-            )
-            answer = bot.ask(fact.question)
-            assert bot.last_context is not None
-            prompt = _prompt_text(model, bot.last_context.messages)
-            bot.close()
-        want = fact.expected.lower()
+        replies, prompt = [], ""
+        for seed in seeds:
+            copy = tmp / f"q{n}.db"
+            shutil.copy(db, copy)
+            model.sampling["seed"] = seed
+            with Store(f"sqlite:///{copy}") as store:
+                bot = ChatMemory.resume(
+                    store,
+                    cid,
+                    model=model,
+                    background=False,
+                    reply_reserve=reserve,
+                    settings=Settings(embedding_model="off"),
+                )
+                replies.append(bot.ask(fact.question))
+                assert bot.last_context is not None
+                prompt = prompt or _prompt_text(model, bot.last_context.messages)
+                bot.close()
         out.append(
             {
                 "fact": fact.label,
                 "expected": fact.expected,
-                "in_prompt": want in prompt.lower(),
-                "answered": want in answer.lower(),
-                "answer": " ".join(answer.split())[:80],
+                "in_prompt": fact.expected.lower() in prompt.lower(),
+                "answered": sum(answers(r, fact.expected) for r in replies),
+                "answers": [" ".join(r.split())[:80] for r in replies],
             }
         )
+    model.sampling["seed"] = SEEDS[0]
     return out
 
 
@@ -232,7 +250,11 @@ def run_bench(args: argparse.Namespace) -> Report:
             cid = bot.conversation_id
             bot.close()
         assert cid is not None
-        facts = _ask_facts(db, cid, model, tmp, reserve)
+        seeds = SEEDS[:1] if args.quick else SEEDS
+        facts = _ask_facts(db, cid, model, tmp, reserve, seeds)
+        # the same questions with the recap's fact notes left inside it (chatmem.prompting)
+        in_recap = LocalChat(args.model, prompt_format=replace(model.format, notes_last=False))
+        facts_in_recap = _ask_facts(db, cid, in_recap, tmp, reserve, seeds)
 
     folds = [e for e in events if e.kind == EventKind.FOLD]
     failed = [e for e in events if e.kind == EventKind.FOLD_FAILED]
@@ -250,9 +272,13 @@ def run_bench(args: argparse.Namespace) -> Report:
         by_kind.setdefault(row["kind"], []).append(row["ttft"])
 
     n = len(FACTS)
+    asked = n * len(seeds)
+    answered = sum(f["answered"] for f in facts)
+    answered_in_recap = sum(f["answered"] for f in facts_in_recap)
     summary_rows = [
         ["facts in the prompt the model received", f"{sum(f['in_prompt'] for f in facts)}/{n}"],
-        ["facts answered", f"{sum(f['answered'] for f in facts)}/{n}"],
+        [f"facts answered (over {len(seeds)} seed(s))", f"{answered}/{asked}"],
+        ["the same with the fact notes left in the recap", f"{answered_in_recap}/{asked}"],
         ["facts kept by the newest summary", f"{len(kept)}/{n}"],
         ["folds (failed)", f"{len(folds)} ({len(failed)})"],
         ["model calls made by folds", str(len(fold_calls))],
@@ -273,11 +299,12 @@ def run_bench(args: argparse.Namespace) -> Report:
             f["fact"],
             f["expected"],
             yes(f["in_prompt"]),
-            yes(f["answered"]),
+            f"{f['answered']}/{len(seeds)}",
+            f"{r['answered']}/{len(seeds)}",
             yes(f["expected"].lower() in summary.lower()),
-            f["answer"],
+            f["answers"][0],
         ]
-        for f in facts
+        for f, r in zip(facts, facts_in_recap, strict=True)
     ]
     turn_table = [
         [kind, len(v), fmt_seconds(statistics.median(v)), fmt_seconds(max(v))]
@@ -290,9 +317,21 @@ def run_bench(args: argparse.Namespace) -> Report:
             f"{len(turns)} turns, max_tokens {MAX_TOKENS}, reply reserve {reserve}, "
             f"{rules_note}, {threads}; the chat took {chat_s:.0f} s.",
             markdown_table(["figure", "value"], summary_rows),
-            "Per fact, asked from the same end state:",
+            "Per fact, asked from the same end state, once per seed; an answer counts when it "
+            "says the fact and does not claim it as the model's own (\"I'm Sam\"). *Notes in "
+            "the recap*: the same questions with the recap's fact notes left where the recap "
+            "holds them instead of sent last (`PromptFormat.notes_last`).",
             markdown_table(
-                ["fact", "expected", "in prompt", "answered", "in summary", "answer"], fact_rows
+                [
+                    "fact",
+                    "expected",
+                    "in prompt",
+                    "answered",
+                    "answered, notes in the recap",
+                    "in summary",
+                    "answer (seed 0)",
+                ],
+                fact_rows,
             ),
             f"TTFT, {reps} of each, taken in turn (the end state's last request with a new "
             "word): "
@@ -307,6 +346,8 @@ def run_bench(args: argparse.Namespace) -> Report:
     data = {
         "turns": turn_rows,
         "facts": facts,
+        "facts_notes_in_recap": facts_in_recap,
+        "seeds": list(seeds),
         "pairs": pairs,
         "summary": summary,
         "folds": len(folds),
