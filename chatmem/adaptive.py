@@ -143,17 +143,22 @@ def with_neighbours(
         return list(hits)
     by_seq = {h.seq: h for h in hits if h.seq is not None}
     lent: dict[int, float] = {}
+    lender: dict[int, int] = {}  # the hit each neighbour's score came from
     for hit in hits[:best]:
         if hit.seq is None:
             continue
         for seq in (hit.seq - 1, hit.seq + 1):
-            if 0 < seq < before_seq:
-                lent[seq] = max(lent.get(seq, 0.0), share * hit.score)
+            if 0 < seq < before_seq and share * hit.score > lent.get(seq, 0.0):
+                lent[seq], lender[seq] = share * hit.score, hit.seq
     texts = lines([seq for seq in lent if seq not in by_seq])
     out = [
         dataclasses.replace(h, score=lent[h.seq]) if lent.get(h.seq, 0.0) > h.score else h
         for h in hits
     ]
-    out += [Recalled(texts[seq], seq, score) for seq, score in lent.items() if seq in texts]
+    out += [
+        Recalled(texts[seq], seq, score, beside=lender[seq])
+        for seq, score in lent.items()
+        if seq in texts
+    ]
     out.sort(key=lambda r: -r.score)
     return out

@@ -252,15 +252,12 @@ def lexical_evidence(hits: Sequence[Recalled], k: int = RRF_K) -> list[Recalled]
 
 def scores_data(recalled: Sequence[Recalled]) -> dict[str, list[float | None]]:
     """Each recalled message's scores, for the ``recall`` event: the relevance it was chosen
-    by, and the keyword (BM25) and embedding (cosine) scores behind it (None: not found so)."""
-
-    def rounded(value: float | None) -> float | None:
-        return None if value is None else round(value, 4)
-
+    by, its BM25 and cosine scores (None: not found so), the hit a neighbour came with."""
     return {
         "scores": [round(r.score, 4) for r in recalled],
-        "bm25": [rounded(r.bm25) for r in recalled],
-        "dense": [rounded(r.dense) for r in recalled],
+        "bm25": [None if r.bm25 is None else round(r.bm25, 4) for r in recalled],
+        "dense": [None if r.dense is None else round(r.dense, 4) for r in recalled],
+        "beside": [r.beside for r in recalled],
     }
 
 

@@ -49,6 +49,7 @@ class Recalled:
     score: float = 0.0  # relevance: the evidence from recall (plus the recency prior once sent)
     bm25: float | None = None  # the keyword search's score, when it found this message
     dense: float | None = None  # cosine similarity of the embeddings, when they found it
+    beside: int | None = None  # recalled as the neighbour of this hit (its seq), not found itself
 
 
 @dataclass(frozen=True)

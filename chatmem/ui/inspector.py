@@ -204,12 +204,13 @@ def _recall(sess: ChatSession, events: list[Event]) -> None:
                         "score": round(hit.score, 4),
                         "BM25": hit.bm25,
                         "dense": hit.dense,
+                        "found by": hit.found_by,
                         "matched words": ", ".join(hit.matched) or "—",
                         "snippet": hit.snippet,
                     }
                     for hit in turn.hits
                 ],
-                columns=["seq", "score", "BM25", "dense", "matched words", "snippet"],
+                columns=["seq", "score", "BM25", "dense", "found by", "matched words", "snippet"],
             )
             st.dataframe(
                 frame,
@@ -225,6 +226,11 @@ def _recall(sess: ChatSession, events: list[Event]) -> None:
                         width="small",
                         format="%.3f",
                         help="cosine similarity of the embeddings (— : not among the nearest)",
+                    ),
+                    "found by": st.column_config.TextColumn(
+                        width="small",
+                        help="keywords (BM25), meaning (embeddings), or the hit it sits next to: "
+                        "a message just before or after a hit comes with it",
                     ),
                     "matched words": st.column_config.TextColumn(width="small"),
                     "snippet": st.column_config.TextColumn(width="large"),

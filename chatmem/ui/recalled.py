@@ -27,6 +27,15 @@ class RecallHit:
     matched: tuple[str, ...] = ()  # the query words found in it: why it was recalled
     bm25: float | None = None  # the keyword search's score (None: keywords did not find it)
     dense: float | None = None  # cosine similarity of the embeddings (None: not found so)
+    beside: int | None = None  # recalled as the neighbour of this hit (seq), not found itself
+
+    @property
+    def found_by(self) -> str:
+        """How recall found it, in words: which searches, or the hit it sits next to."""
+        searches = [name for name, v in (("keywords", self.bm25), ("meaning", self.dense)) if v]
+        if searches:
+            return " + ".join(searches)
+        return f"next to #{self.beside}" if self.beside is not None else "—"
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,9 @@ def recall_turns(
         scores = [float(s) for s in data.get("scores") or [] if isinstance(s, int | float)]
         bm25 = _numbers(data.get("bm25"), len(seqs))
         dense = _numbers(data.get("dense"), len(seqs))
+        beside = [
+            int(v) if v is not None else None for v in _numbers(data.get("beside"), len(seqs))
+        ]
         for_seq = data.get("for_seq") if isinstance(data.get("for_seq"), int) else None
         asked = lookup.get(for_seq)
         query = asked[1] if asked else None
@@ -115,7 +127,8 @@ def recall_turns(
             else:
                 found = lookup.get(seq)
                 text = snippet(*found) if found else "(message not found)"
-            hits.append(RecallHit(seq, score, text, matched_terms(query, text), bm25[i], dense[i]))
+            matched = matched_terms(query, text)
+            hits.append(RecallHit(seq, score, text, matched, bm25[i], dense[i], beside[i]))
         hits.sort(key=lambda h: -h.score)
         turns.append(
             RecallTurn(

@@ -84,7 +84,7 @@ def test_inspector_lists_recall_per_turn_with_seq_score_and_snippet(app: AppTest
     ]
     assert tables
     assert all(
-        list(t.columns) == ["seq", "score", "BM25", "dense", "matched words", "snippet"]
+        list(t.columns) == ["seq", "score", "BM25", "dense", "found by", "matched words", "snippet"]
         for t in tables
     )
     rows = [row for table in tables for _, row in table.iterrows()]
@@ -93,6 +93,11 @@ def test_inspector_lists_recall_per_turn_with_seq_score_and_snippet(app: AppTest
     assert sam, rows
     assert sam[0]["snippet"] == "user: Hi, my name is Sam."
     assert sam[0]["score"] > 0 and sam[0]["BM25"] > 0 and 0 < sam[0]["dense"] <= 1
+    assert sam[0]["found by"] == "keywords + meaning"
+    # a message recalled only beside a hit names that hit instead of blank scores
+    for row in rows:
+        if row["BM25"] != row["BM25"] and row["dense"] != row["dense"]:  # both NaN: no search
+            assert row["found by"].startswith("next to #"), row
     # the event log lists the recalls too
     log = app.main.dataframe[-1].value
     assert "recall" in list(log["kind"])
@@ -111,12 +116,21 @@ def test_recall_turns_from_events() -> None:
             EventKind.RECALL,
             "Recalled 1",
             at=2.0,
-            data={"seqs": [1], "scores": [2.5], "bm25": [3.25], "dense": [None], "for_seq": 5},
+            data={
+                "seqs": [1, 2],
+                "scores": [2.5, 1.25],
+                "bm25": [3.25, None],
+                "dense": [None, None],
+                "beside": [None, 1],
+                "for_seq": 5,
+            },
         ),
     ]
     (turn,) = recall_turns(events, lookup, None)
     assert turn.for_seq == 5 and turn.for_text == "What is my dog called?"
-    (hit,) = turn.hits
+    hit, neighbour = turn.hits
+    assert (neighbour.seq, neighbour.beside, neighbour.found_by) == (2, 1, "next to #1")
+    assert hit.found_by == "keywords"
     assert (hit.seq, hit.score, hit.snippet) == (1, 2.5, "user: My dog is called Rex.")
     assert (hit.bm25, hit.dense) == (3.25, None)  # keyword search found it, embeddings did not
     assert hit.matched == ("dog", "called")

@@ -138,5 +138,8 @@ def test_neighbours_borrow_a_share_of_the_best_hit_next_to_them() -> None:
     assert scores[11] == 0.2  # half of the better neighbour (10), not of 12
     assert scores[9] == 0.2 and scores[13] == 0.1 and scores[29] == 0.05
     assert 31 not in scores  # not before the question
+    beside = {r.seq: r.beside for r in out}
+    assert beside[11] == 10 and beside[9] == 10 and beside[13] == 12 and beside[29] == 30
+    assert beside[10] is None and beside[12] is None  # hits are found by a search themselves
     assert [r.score for r in out] == sorted(scores.values(), reverse=True)
     assert with_neighbours(hits, lambda seqs: {}, 31, 0.0) == hits
